@@ -1,0 +1,54 @@
+import dataclasses
+
+import pytest
+
+from tf_bgadl import config as config_lib
+from tf_bgadl.config import AcquisitionConfig, ConfigError, ExperimentConfig
+
+
+def test_defaults_are_valid_and_round_trip():
+    config = ExperimentConfig()
+    assert config_lib.validate(config) is config
+    assert ExperimentConfig.from_dict(config.to_dict()) == config
+
+
+def test_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ExperimentConfig().seed = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(data=config_lib.DataConfig(dataset="imagenet")), "--dataset='imagenet'"),
+    (dict(model=config_lib.ModelConfig(name="vgg")), "--model='vgg'"),
+    (dict(acquisition=AcquisitionConfig(method="coreset")), "--method='coreset'"),
+    (dict(acquisition=AcquisitionConfig(mc_samples=0)), "--mc_samples=0"),
+    (dict(acquisition=AcquisitionConfig(pool_subset=-5)), "--pool_subset=-5"),
+    (dict(train=config_lib.TrainConfig(epochs=0)), "--epochs=0"),
+    (dict(data=config_lib.DataConfig(initial_per_class=0)), "--initial_per_class=0"),
+    (dict(acquisition=AcquisitionConfig(acquire_per_iteration=300, pool_subset=200)),
+     "--acquire_per_iteration=300 is larger than --pool_subset=200"),
+    (dict(model=config_lib.ModelConfig(dropout_rate=1.0)), "--dropout_rate=1.0"),
+    (dict(iterations=-1), "--iterations=-1"),
+])
+def test_bad_values_name_the_value(change, message):
+    with pytest.raises(ConfigError) as info:
+        config_lib.validate(dataclasses.replace(ExperimentConfig(), **change))
+    assert message in str(info.value)
+
+
+def test_sizes_checked_against_data():
+    config = ExperimentConfig(acquisition=AcquisitionConfig(pool_subset=5000))
+    with pytest.raises(ConfigError, match="--pool_subset=5000 is larger than the pool"):
+        config_lib.check_against_data(config, num_train=1000, num_classes=10)
+    config = ExperimentConfig(iterations=20, acquisition=AcquisitionConfig(pool_subset=500))
+    with pytest.raises(ConfigError, match="exceed the pool"):
+        config_lib.check_against_data(config, num_train=1000, num_classes=10)
+    config_lib.check_against_data(ExperimentConfig(iterations=2, acquisition=AcquisitionConfig(
+        pool_subset=500)), num_train=1000, num_classes=10)
+
+
+def test_from_dict_rejects_unknown_keys():
+    values = ExperimentConfig().to_dict()
+    values["model"]["depth"] = 50
+    with pytest.raises(ConfigError, match="depth"):
+        ExperimentConfig.from_dict(values)

@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from tf_bgadl import state as state_lib
+
+
+def test_initial_state_is_balanced_disjoint_and_seeded():
+    labels = np.repeat(np.arange(4), 25)
+    s = state_lib.initial_state(labels, 3, seed=7)
+    assert s.iteration == 0
+    assert np.bincount(labels[s.labeled_ids], minlength=4).tolist() == [3, 3, 3, 3]
+    assert not np.intersect1d(s.labeled_ids, s.pool_ids).size
+    assert len(s.labeled_ids) + len(s.pool_ids) == len(labels)
+    assert np.array_equal(s.labeled_ids, state_lib.initial_state(labels, 3, seed=7).labeled_ids)
+    assert not np.array_equal(s.labeled_ids, state_lib.initial_state(labels, 3, 8).labeled_ids)
+
+
+def test_initial_state_refuses_too_few_examples():
+    with pytest.raises(ValueError, match="class 1 has 2 training examples"):
+        state_lib.initial_state(np.array([0, 0, 0, 1, 1]), 3, seed=0)
+
+
+def test_acquire_moves_exactly_the_ids():
+    s = state_lib.ActiveLearningState(0, [0, 1], [2, 3, 4, 5])
+    t = s.acquire([5, 3])
+    assert t.iteration == 1
+    assert t.labeled_ids.tolist() == [0, 1, 5, 3]
+    assert t.pool_ids.tolist() == [2, 4]
+    with pytest.raises(ValueError, match="not in the pool"):
+        t.acquire([0])
+    with pytest.raises(ValueError, match="unique"):
+        t.acquire([2, 2])
+
+
+def test_overlap_is_refused():
+    with pytest.raises(ValueError, match="overlap"):
+        state_lib.ActiveLearningState(0, [0, 1], [1, 2])
+
+
+def test_json_round_trip_and_atomic_files(tmp_path):
+    s = state_lib.ActiveLearningState(3, [4, 1], [0, 2, 3])
+    path = str(tmp_path / "state.json")
+    state_lib.atomic_write_json(path, s.to_json())
+    import json
+    t = state_lib.ActiveLearningState.from_json(json.load(open(path)))
+    assert t.iteration == 3 and t.labeled_ids.tolist() == [4, 1] and t.pool_ids.tolist() == [0, 2, 3]
+    rows = [{"iteration": 0}, {"iteration": 1}]
+    state_lib.write_jsonl(str(tmp_path / "r.jsonl"), rows)
+    assert state_lib.read_jsonl(str(tmp_path / "r.jsonl")) == rows
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl", "state.json"]  # no temp left

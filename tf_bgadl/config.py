@@ -1,0 +1,179 @@
+"""Frozen configuration dataclasses and their validation.
+
+Library code takes these objects (or plain keyword arguments); only the entry-point modules
+(`tf_bgadl.train`, ...) define and read flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped", "mnist5k", "digits")
+MODELS = ("resnet18", "resnet18pa", "cnn")
+METHODS = ("bald", "random")
+ACQUISITIONS = ("bald", "max_entropy", "var_ratios", "mean_std", "random")
+STRATEGIES = ("default", "mirrored", "one_device")
+OPTIMIZERS = ("adadelta", "adam", "sgd")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the value and what is allowed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which data set, where it lives, and how the initial labeled set is drawn."""
+
+    dataset: str = "mnist5k"
+    data_dir: str = ""  # empty: tfds' default (~/tensorflow_datasets or $TFDS_DATA_DIR)
+    manual_dir: str = ""  # folder of IDX files for the MNIST family, prepared offline
+    initial_per_class: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The classifier: architecture, width and MC-dropout rate."""
+
+    name: str = "cnn"
+    width_multiplier: float = 1.0
+    dropout_rate: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How the classifier is trained at every acquisition iteration."""
+
+    epochs: int = 50
+    batch_size: int = 100
+    optimizer: str = "adadelta"
+    learning_rate: float = 1.0
+    # Classifier weight decay = weight_decay_numerator / num_labeled (3.5 / N in the reference code).
+    weight_decay_numerator: float = 3.5
+    lr_halving_epochs: int = 5  # learning rate halved every this many epochs; 0 disables
+
+
+@dataclasses.dataclass(frozen=True)
+class AcquisitionConfig:
+    """How pool samples are scored and acquired."""
+
+    method: str = "bald"
+    acquisition: str = "bald"
+    acquire_per_iteration: int = 100
+    pool_subset: int = 2000
+    mc_samples: int = 20
+    score_batch_size: int = 500
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that defines an active-learning run."""
+
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    acquisition: AcquisitionConfig = AcquisitionConfig()
+    iterations: int = 150
+    seed: int = 0
+    strategy: str = "default"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "ExperimentConfig":
+        """Inverse of `to_dict`; unknown keys are an error so that typos are not ignored."""
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        nested = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
+                  "acquisition": AcquisitionConfig}
+        for key, value in values.items():
+            if key not in sections:
+                raise ConfigError(f"unknown config key {key!r}; known keys: {sorted(sections)}")
+            if key in nested:
+                known = {f.name for f in dataclasses.fields(nested[key])}
+                unknown = set(value) - known
+                if unknown:
+                    raise ConfigError(f"unknown keys {sorted(unknown)} in config section {key!r}; "
+                                      f"known keys: {sorted(known)}")
+                kwargs[key] = nested[key](**value)
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"--{name}={value!r} is not supported; choose one of {', '.join(allowed)}")
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"--{name}={value!r} must be positive")
+
+
+def validate(config: ExperimentConfig) -> ExperimentConfig:
+    """Checks every value that can be checked without loading data; returns `config`.
+
+    Raises:
+      ConfigError: naming the bad value and what is allowed.
+    """
+    _check_choice("dataset", config.data.dataset, DATASETS)
+    _check_choice("model", config.model.name, MODELS)
+    _check_choice("method", config.acquisition.method, METHODS)
+    _check_choice("acquisition", config.acquisition.acquisition, ACQUISITIONS)
+    _check_choice("strategy", config.strategy, STRATEGIES)
+    _check_choice("optimizer", config.train.optimizer, OPTIMIZERS)
+    for name, value in [
+        ("initial_per_class", config.data.initial_per_class),
+        ("width_multiplier", config.model.width_multiplier),
+        ("epochs", config.train.epochs),
+        ("batch_size", config.train.batch_size),
+        ("learning_rate", config.train.learning_rate),
+        ("acquire_per_iteration", config.acquisition.acquire_per_iteration),
+        ("pool_subset", config.acquisition.pool_subset),
+        ("mc_samples", config.acquisition.mc_samples),
+        ("score_batch_size", config.acquisition.score_batch_size),
+    ]:
+        _check_positive(name, value)
+    if config.iterations < 0:
+        raise ConfigError(f"--iterations={config.iterations} must be >= 0")
+    if config.train.weight_decay_numerator < 0:
+        raise ConfigError(f"--weight_decay_numerator={config.train.weight_decay_numerator} "
+                          "must be >= 0")
+    if config.train.lr_halving_epochs < 0:
+        raise ConfigError(f"--lr_halving_epochs={config.train.lr_halving_epochs} must be >= 0")
+    if not 0.0 <= config.model.dropout_rate < 1.0:
+        raise ConfigError(f"--dropout_rate={config.model.dropout_rate} must be in [0, 1)")
+    if config.acquisition.acquire_per_iteration > config.acquisition.pool_subset:
+        raise ConfigError(
+            f"--acquire_per_iteration={config.acquisition.acquire_per_iteration} is larger than "
+            f"--pool_subset={config.acquisition.pool_subset}: at most pool_subset samples can be "
+            "acquired per iteration")
+    if config.acquisition.method == "bald" and config.acquisition.acquisition != "random" \
+            and config.model.dropout_rate == 0.0:
+        raise ConfigError("--dropout_rate=0 makes every MC pass identical (all scores 0); "
+                          "use a positive rate for --method=bald")
+    return config
+
+
+def check_against_data(config: ExperimentConfig, *, num_train: int, num_classes: int) -> None:
+    """Checks the sizes that depend on the data set (raises `ConfigError`)."""
+    initial = config.data.initial_per_class * num_classes
+    pool = num_train - initial
+    if pool <= 0:
+        raise ConfigError(
+            f"--initial_per_class={config.data.initial_per_class} x {num_classes} classes = "
+            f"{initial} labeled examples leaves no pool ({config.data.dataset} has {num_train} "
+            "training examples)")
+    if config.acquisition.pool_subset > pool:
+        raise ConfigError(
+            f"--pool_subset={config.acquisition.pool_subset} is larger than the pool "
+            f"({pool} = {num_train} training examples of {config.data.dataset} - {initial} "
+            "initially labeled)")
+    needed = config.iterations * config.acquisition.acquire_per_iteration
+    if needed > pool:
+        raise ConfigError(
+            f"--iterations={config.iterations} x --acquire_per_iteration="
+            f"{config.acquisition.acquire_per_iteration} = {needed} acquisitions exceed the pool "
+            f"of {pool} examples")

@@ -1,0 +1,54 @@
+"""The interface shared by every classifier: a deterministic trunk and an MC-dropout head."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+class MCClassifier(keras.Model):
+    """A classifier `head(features(x))` whose dropout layers all sit in `head`.
+
+    Subclasses implement `features` (deterministic given `training`) and `head` (holds every
+    MC-dropout layer). `call(x, training, mc_dropout)` returns logits [B, C].
+    """
+
+    def features(self, x, training=False):
+        raise NotImplementedError
+
+    def head(self, h, training=False, mc_dropout=False):
+        raise NotImplementedError
+
+    def call(self, inputs, training=False, mc_dropout=False):
+        return self.head(self.features(inputs, training=training), training=training,
+                         mc_dropout=mc_dropout)
+
+    def build_for(self, input_shape: tuple[int, int, int]) -> None:
+        """Creates the weights by calling the model once on zeros of `input_shape`."""
+        self(tf.zeros((1, *input_shape), tf.float32))
+
+    def mc_probabilities(self, x, num_samples: int):
+        """Softmax outputs of `num_samples` MC-dropout passes.
+
+        The trunk runs once (deterministic, BatchNorm in inference mode); only the head is
+        sampled `num_samples` times, which gives the same distribution as `num_samples` full
+        passes because no dropout sits in the trunk.
+
+        Args:
+          x: float32 [B, H, W, C] in [0, 1].
+          num_samples: T.
+
+        Returns:
+          float32 [B, T, num_classes].
+        """
+        h = self.features(x, training=False)
+        batch = tf.shape(h)[0]
+        tiled = tf.tile(h, tf.concat([[num_samples], tf.ones(tf.rank(h) - 1, tf.int32)], 0))
+        logits = self.head(tiled, training=False, mc_dropout=True)  # [T*B, C], sample-major
+        probs = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        probs = tf.reshape(probs, [num_samples, batch, -1])
+        return tf.transpose(probs, [1, 0, 2])
+
+    def probabilities(self, x):
+        """Deterministic softmax outputs [B, C] (dropout off, BatchNorm in inference mode)."""
+        return tf.nn.softmax(tf.cast(self(x, training=False), tf.float32), axis=-1)

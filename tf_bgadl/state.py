@@ -1,0 +1,113 @@
+"""The active-learning state (labeled ids, pool ids) and atomic files in a workdir."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from typing import Any, Iterable
+
+import numpy as np
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Writes `text` to `path` so that readers see the old or the new file, never a partial one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_json(path: str, value: Any) -> None:
+    atomic_write_text(path, json.dumps(value, indent=1, sort_keys=True) + "\n")
+
+
+def write_jsonl(path: str, rows: Iterable[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+def read_jsonl(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@dataclasses.dataclass(frozen=True)
+class ActiveLearningState:
+    """Which training ids are labeled and which are in the pool after `iteration`.
+
+    Invariants (checked on construction): ids are unique, the two sets are disjoint.
+    """
+
+    iteration: int
+    labeled_ids: np.ndarray  # int64 [L], in acquisition order
+    pool_ids: np.ndarray  # int64 [P], sorted
+
+    def __post_init__(self):
+        labeled = np.asarray(self.labeled_ids, np.int64)
+        pool = np.asarray(self.pool_ids, np.int64)
+        object.__setattr__(self, "labeled_ids", labeled)
+        object.__setattr__(self, "pool_ids", pool)
+        if len(np.unique(labeled)) != len(labeled) or len(np.unique(pool)) != len(pool):
+            raise ValueError("labeled and pool ids must be unique")
+        overlap = np.intersect1d(labeled, pool)
+        if overlap.size:
+            raise ValueError(f"labeled and pool ids overlap: {overlap[:10].tolist()}")
+
+    def acquire(self, ids: np.ndarray) -> "ActiveLearningState":
+        """Moves `ids` from the pool to the labeled set; returns the state of the next iteration.
+
+        Raises:
+          ValueError: if an id is not in the pool or is repeated.
+        """
+        ids = np.asarray(ids, np.int64)
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("acquired ids must be unique")
+        missing = np.setdiff1d(ids, self.pool_ids)
+        if missing.size:
+            raise ValueError(f"acquired ids not in the pool: {missing[:10].tolist()}")
+        return ActiveLearningState(self.iteration + 1, np.concatenate([self.labeled_ids, ids]),
+                                   np.setdiff1d(self.pool_ids, ids))
+
+    def to_json(self) -> dict:
+        return {"iteration": self.iteration, "labeled_ids": self.labeled_ids.tolist(),
+                "pool_ids": self.pool_ids.tolist()}
+
+    @classmethod
+    def from_json(cls, value: dict) -> "ActiveLearningState":
+        return cls(value["iteration"], value["labeled_ids"], value["pool_ids"])
+
+
+def initial_state(labels: np.ndarray, per_class: int, seed: int) -> ActiveLearningState:
+    """A class-balanced labeled set of `per_class` ids per class; every other id in the pool.
+
+    Args:
+      labels: int [N], labels of the training split (the test split never enters).
+      per_class: labeled examples per class.
+      seed: the run's seed.
+
+    Raises:
+      ValueError: if a class has fewer than `per_class` examples.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng([seed, 0x1AB])
+    labeled = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < per_class:
+            raise ValueError(f"class {c} has {len(idx)} training examples, fewer than "
+                             f"initial_per_class={per_class}")
+        labeled.append(rng.choice(idx, per_class, replace=False))
+    labeled_ids = np.concatenate(labeled)
+    return ActiveLearningState(0, labeled_ids, np.setdiff1d(np.arange(len(labels)), labeled_ids))

@@ -1,0 +1,115 @@
+"""Training and deterministic evaluation of a classifier under a `tf.distribute` strategy."""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tf_bgadl.config import TrainConfig
+from tf_bgadl.inference import to_unit_float
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """One log line per epoch (loss, accuracy, seconds), prefixed with the iteration."""
+
+    def __init__(self, prefix: str, epochs: int, every: int = 1):
+        super().__init__()
+        self.prefix, self.epochs, self.every = prefix, epochs, max(1, every)
+        self._start = time.time()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs:
+            metrics = " ".join(f"{k}={float(v):.4f}" for k, v in sorted((logs or {}).items()))
+            logging.info("%s epoch %d/%d %s (%.1fs)", self.prefix, epoch + 1, self.epochs,
+                         metrics, time.time() - self._start)
+
+
+def make_optimizer(config: TrainConfig, num_examples: int) -> keras.optimizers.Optimizer:
+    """The classifier optimizer of the reference code, with its schedule and weight decay.
+
+    Learning rate halved every `lr_halving_epochs` epochs; weight decay
+    `weight_decay_numerator / num_examples` (Keras' decoupled weight decay).
+    """
+    steps_per_epoch = max(1, int(np.ceil(num_examples / config.batch_size)))
+    lr = config.learning_rate
+    if config.lr_halving_epochs:
+        lr = keras.optimizers.schedules.ExponentialDecay(
+            config.learning_rate, decay_steps=config.lr_halving_epochs * steps_per_epoch,
+            decay_rate=0.5, staircase=True)
+    weight_decay = config.weight_decay_numerator / num_examples or None
+    if config.optimizer == "adadelta":
+        return keras.optimizers.Adadelta(lr, rho=0.9, epsilon=1e-6, weight_decay=weight_decay)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(lr, weight_decay=weight_decay)
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=weight_decay)
+    raise ValueError(f"optimizer={config.optimizer!r}; choose adadelta, adam or sgd")
+
+
+def compile_classifier(model: keras.Model, config: TrainConfig, num_examples: int) -> None:
+    """Compiles `model` for training (call under the strategy's scope)."""
+    model.compile(optimizer=make_optimizer(config, num_examples),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+
+
+def image_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
+                  shuffle_seed: int | None = None) -> tf.data.Dataset:
+    """(float32 images in [0, 1], labels) batches; shuffled each epoch when a seed is given."""
+    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(labels), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).map(lambda x, y: (to_unit_float(x), y)).prefetch(2)
+
+
+def fit_classifier(model: keras.Model, images: np.ndarray, labels: np.ndarray,
+                   config: TrainConfig, *, seed: int, log_prefix: str = "") -> dict[str, float]:
+    """Trains a compiled `model` on uint8 images for `config.epochs` epochs.
+
+    Under a strategy with R replicas, a labeled set smaller than the batch size is batched in a
+    multiple of R so that the first batch splits evenly (Keras' distributed `fit` averages the
+    first batch across replicas to build the model and fails on uneven shapes).
+
+    Returns:
+      The last epoch's training metrics.
+    """
+    replicas = model.distribute_strategy.num_replicas_in_sync
+    batch_size = config.batch_size
+    if len(labels) < batch_size and replicas > 1:
+        batch_size = max(replicas, len(labels) - len(labels) % replicas)
+    ds = image_dataset(images, labels, batch_size, shuffle_seed=seed)
+    every = max(1, config.epochs // 10)
+    history = model.fit(ds, epochs=config.epochs, verbose=0,
+                        callbacks=[EpochLogger(log_prefix, config.epochs, every)])
+    return {k: float(v[-1]) for k, v in history.history.items()}
+
+
+def evaluate_accuracy(model: keras.Model, images: np.ndarray, labels: np.ndarray,
+                      batch_size: int = 500,
+                      strategy: tf.distribute.Strategy | None = None) -> float:
+    """Top-1 accuracy of the deterministic model (dropout off, BatchNorm in inference mode).
+
+    Counts correct predictions per replica and sums them, so uneven last batches are exact.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+
+    @tf.function
+    def step(x, y):
+        def replica_fn(x, y):
+            predicted = tf.argmax(model(x, training=False), axis=-1, output_type=tf.int64)
+            return tf.reduce_sum(tf.cast(tf.equal(predicted, tf.cast(y, tf.int64)), tf.int64))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM,
+                               strategy.run(replica_fn, args=(x, y)), axis=None)
+
+    correct = 0
+    ds = strategy.experimental_distribute_dataset(image_dataset(images, labels, batch_size))
+    for x, y in ds:
+        correct += int(step(x, y))
+    return correct / max(1, len(labels))
