@@ -61,11 +61,12 @@ def make_learner(config: config_lib.ExperimentConfig, dataset: data_lib.ArrayDat
         return training.evaluate_accuracy(model, images, labels,
                                           config.acquisition.score_batch_size, strategy)
 
-    def score(model, ids, images):
+    def score(model, ids, images, iteration):
         scorer = inference.make_scorer(
             model, acquisition_name=config.acquisition.acquisition,
             mc_samples=config.acquisition.mc_samples, strategy=strategy,
-            batch_size=config.acquisition.score_batch_size)
+            batch_size=config.acquisition.score_batch_size,
+            seed=config.seed * 1_000_003 + 500_000 + iteration)
         return scorer(ids, images)
 
     return loop.Learner(build=build, fit=fit, evaluate=evaluate, score=score)

@@ -17,7 +17,8 @@ def to_unit_float(images) -> tf.Tensor:
 
 def make_scorer(model, *, acquisition_name: str, mc_samples: int,
                 strategy: tf.distribute.Strategy | None = None,
-                batch_size: int = 500) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+                batch_size: int = 500,
+                seed: int | None = None) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """Returns `score(ids, images) -> scores` that scores images with MC dropout.
 
     Each batch is scored inside one `tf.function` replicated by `strategy`: the trunk runs once,
@@ -32,6 +33,9 @@ def make_scorer(model, *, acquisition_name: str, mc_samples: int,
       mc_samples: T.
       strategy: defaults to the current strategy.
       batch_size: global batch size.
+      seed: when given, every call restarts the MC-dropout masks from this seed, so the scores
+        depend only on the weights, the images and the seed (a resumed run scores as the
+        uninterrupted one did).
 
     Returns:
       A function taking ids int64 [N] and uint8 images [N, H, W, C] and returning float32 scores
@@ -53,6 +57,8 @@ def make_scorer(model, *, acquisition_name: str, mc_samples: int,
         ids = np.asarray(ids, np.int64)
         if len(ids) != len(images):
             raise ValueError(f"{len(ids)} ids for {len(images)} images")
+        if seed is not None:
+            model.reseed_mc_dropout(seed)
         dataset = tf.data.Dataset.from_tensor_slices((ids, images)).batch(batch_size)
         out_ids, out_scores = [], []
         for batch_ids, batch_images in strategy.experimental_distribute_dataset(dataset):

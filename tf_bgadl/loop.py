@@ -43,13 +43,14 @@ class Learner:
       build: (iteration, num_labeled) -> a fresh, compiled model.
       fit: (model, images uint8 [L,H,W,C], labels [L], iteration) -> training metrics dict.
       evaluate: (model, images, labels) -> test accuracy.
-      score: (model, ids [P], images [P,H,W,C]) -> acquisition scores [P] tied to `ids`.
+      score: (model, ids [P], images [P,H,W,C], iteration) -> acquisition scores [P] tied to
+        `ids`, a function of the model's weights, the images and the iteration only.
     """
 
     build: Callable[[int, int], Any]
     fit: Callable[[Any, np.ndarray, np.ndarray, int], dict]
     evaluate: Callable[[Any, np.ndarray, np.ndarray], float]
-    score: Callable[[Any, np.ndarray, np.ndarray], np.ndarray]
+    score: Callable[[Any, np.ndarray, np.ndarray, int], np.ndarray]
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -125,7 +126,8 @@ def select(config: ExperimentConfig, state: ActiveLearningState, dataset: ArrayD
     subset = np.sort(rng.choice(state.pool_ids, size, replace=False))
     if acq.method == "random" or acq.acquisition == "random":
         return subset[rng.permutation(size)[:acq.acquire_per_iteration]], None
-    scores = np.asarray(score_fn(model, subset, dataset.x_train[subset]), np.float64)
+    scores = np.asarray(score_fn(model, subset, dataset.x_train[subset], state.iteration + 1),
+                        np.float64)
     chosen = acquisition.top_k(subset, scores, acq.acquire_per_iteration)
     by_id = dict(zip(subset.tolist(), scores.tolist()))
     return chosen, np.array([by_id[i] for i in chosen.tolist()])

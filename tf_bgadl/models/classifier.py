@@ -19,6 +19,16 @@ class MCClassifier(keras.Model):
     def head(self, h, training=False, mc_dropout=False):
         raise NotImplementedError
 
+    @property
+    def mc_dropout_layers(self) -> list:
+        """Every `MCDropout` layer of the head."""
+        raise NotImplementedError
+
+    def reseed_mc_dropout(self, seed: int) -> None:
+        """Restarts every MC-dropout layer's mask sequence from `seed` (+ the layer's index)."""
+        for index, layer in enumerate(self.mc_dropout_layers):
+            layer.reseed(seed + index)
+
     def call(self, inputs, training=False, mc_dropout=False):
         return self.head(self.features(inputs, training=training), training=training,
                          mc_dropout=mc_dropout)

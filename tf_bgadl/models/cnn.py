@@ -36,6 +36,10 @@ class GalCNN(MCClassifier):
                                   name="mc_dropout2")
         self.classifier = keras.layers.Dense(num_classes, name="logits")
 
+    @property
+    def mc_dropout_layers(self):
+        return [self.dropout1, self.dropout2]
+
     def features(self, x, training=False):
         return self.pool(self.conv2(self.conv1(x)))
 

@@ -27,6 +27,11 @@ class MCDropout(keras.layers.Layer):
             return keras.random.dropout(inputs, self.rate, seed=self.seed_generator)
         return inputs
 
+    def reseed(self, seed: int) -> None:
+        """Restarts the mask sequence from `seed` (reproducible scoring, whatever ran before)."""
+        state = self.seed_generator.state
+        state.assign(keras.ops.convert_to_tensor([seed, 0], dtype=state.dtype))
+
     def compute_output_shape(self, input_shape):
         return input_shape
 

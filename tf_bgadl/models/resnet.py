@@ -100,6 +100,10 @@ class ResNet18(MCClassifier):
         self.dropout = MCDropout(dropout_rate, seed=seed, name="mc_dropout")
         self.classifier = keras.layers.Dense(num_classes, name="logits")
 
+    @property
+    def mc_dropout_layers(self):
+        return [self.dropout]
+
     def features(self, x, training=False):
         h = self.stem_conv(x)
         if self.stem_bn is not None:

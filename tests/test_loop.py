@@ -1,0 +1,130 @@
+"""The loop with a fake learner: no training, known scores."""
+
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from tf_bgadl import loop
+from tf_bgadl.config import AcquisitionConfig, ConfigError, DataConfig, ExperimentConfig
+from tf_bgadl.data import ArrayDataset
+
+
+def _dataset(n=200, classes=4):
+    rng = np.random.default_rng(0)
+    return ArrayDataset("fake", rng.integers(0, 255, (n, 8, 8, 1), dtype=np.uint8),
+                        np.arange(n) % classes, np.zeros((10, 8, 8, 1), np.uint8),
+                        np.arange(10) % classes, num_classes=classes)
+
+
+def _config(**acq):
+    return ExperimentConfig(
+        data=DataConfig(dataset="digits", initial_per_class=2), iterations=4, seed=3,
+        acquisition=AcquisitionConfig(**{"acquire_per_iteration": 5, "pool_subset": 40, **acq}))
+
+
+def known_score(ids):
+    return ((np.asarray(ids) * 7919) % 1000) / 1000.0
+
+
+class FakeLearner:
+    def __init__(self, accuracies=None, fail_at=None):
+        self.accuracies = accuracies
+        self.fail_at = fail_at
+        self.scored = []  # (ids, images) passed to score
+        self.fitted = []
+
+    def learner(self):
+        def build(iteration, num_labeled):
+            return keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+
+        def fit(model, images, labels, iteration):
+            if iteration == self.fail_at:
+                raise KeyboardInterrupt("killed")
+            self.fitted.append((iteration, len(labels)))
+            return {"loss": 1.0 / (iteration + 1)}
+
+        def evaluate(model, images, labels):
+            return self.accuracies[len(self.fitted) - 1] if self.accuracies else 0.5
+
+        def score(model, ids, images, iteration):
+            self.scored.append((ids.copy(), images.copy()))
+            return known_score(ids)
+
+        return loop.Learner(build=build, fit=fit, evaluate=evaluate, score=score)
+
+
+def test_invariants_each_iteration(tmp_path):
+    ds, fake = _dataset(), FakeLearner()
+    results = loop.run(_config(), str(tmp_path), ds, fake.learner())
+    assert [r["iteration"] for r in results] == [0, 1, 2, 3, 4]
+    assert [r["num_labeled"] for r in results] == [8, 13, 18, 23, 28]
+    assert [r["num_pool"] for r in results] == [192, 187, 182, 177, 172]  # shrinks by exactly 5
+    state = json.load(open(tmp_path / "state.json"))
+    labeled, pool = set(state["labeled_ids"]), set(state["pool_ids"])
+    assert not labeled & pool and len(labeled | pool) == 200
+    acquired = [i for r in results for i in r["acquired_ids"]]
+    assert len(set(acquired)) == len(acquired) == 20 and set(acquired) <= labeled
+    for (ids, images), r in zip(fake.scored, results[1:]):
+        assert len(ids) == 40                                            # the pool subset
+        np.testing.assert_array_equal(images, ds.x_train[ids])           # images match ids
+        expected = ids[np.argsort(-known_score(ids), kind="stable")[:5]]
+        assert r["acquired_ids"] == expected.tolist()                    # top-k by score
+        assert r["mean_score"] == pytest.approx(known_score(expected).mean())
+    assert (tmp_path / "accuracy.png").stat().st_size > 1000
+    assert json.load(open(tmp_path / "config.json")) == _config().to_dict()
+
+
+def test_reports_final_accuracy_not_running_maximum(tmp_path):
+    fake = FakeLearner(accuracies=[0.9, 0.4, 0.7, 0.3, 0.6])
+    results = loop.run(_config(), str(tmp_path), _dataset(), fake.learner())
+    assert [r["test_accuracy"] for r in results] == [0.9, 0.4, 0.7, 0.3, 0.6]
+
+
+def test_random_method_needs_no_scores(tmp_path):
+    fake = FakeLearner()
+    results = loop.run(_config(method="random"), str(tmp_path), _dataset(), fake.learner())
+    assert not fake.scored and all(r["mean_score"] is None for r in results)
+    assert len({i for r in results for i in r["acquired_ids"]}) == 20
+
+
+def test_resume_after_kill_gives_the_same_run(tmp_path):
+    ds = _dataset()
+    reference = loop.run(_config(), str(tmp_path / "ref"), ds, FakeLearner().learner())
+    with pytest.raises(KeyboardInterrupt):
+        loop.run(_config(), str(tmp_path / "run"), ds, FakeLearner(fail_at=3).learner())
+    assert len(open(tmp_path / "run" / "results.jsonl").readlines()) == 3  # iterations 0-2 kept
+    resumed = FakeLearner()
+    results = loop.run(_config(), str(tmp_path / "run"), ds, resumed.learner())
+    assert [f[0] for f in resumed.fitted] == [3, 4]                  # nothing redone
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    assert strip(results) == strip(reference)
+    checkpoints = os.listdir(tmp_path / "run" / "checkpoints")
+    assert checkpoints == ["classifier_0004.weights.h5"]
+
+
+def test_extending_iterations_resumes(tmp_path):
+    ds = _dataset()
+    loop.run(dataclasses.replace(_config(), iterations=2), str(tmp_path), ds,
+             FakeLearner().learner())
+    fake = FakeLearner()
+    results = loop.run(_config(), str(tmp_path), ds, fake.learner())
+    assert [f[0] for f in fake.fitted] == [3, 4] and len(results) == 5
+
+
+def test_workdir_of_another_config_is_refused(tmp_path):
+    loop.run(_config(), str(tmp_path), _dataset(), FakeLearner().learner())
+    with pytest.raises(ConfigError, match="acquisition.acquire_per_iteration: workdir has 5"):
+        loop.run(_config(acquire_per_iteration=6), str(tmp_path), _dataset(),
+                 FakeLearner().learner())
+
+
+def test_nan_scores_stop_the_run(tmp_path):
+    fake = FakeLearner()
+    learner = dataclasses.replace(fake.learner(),
+                                  score=lambda m, ids, x, i: np.full(len(ids), np.nan))
+    with pytest.raises(ValueError, match="NaN"):
+        loop.run(_config(), str(tmp_path), _dataset(), learner)
