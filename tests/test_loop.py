@@ -38,10 +38,10 @@ class FakeLearner:
         self.fitted = []
 
     def learner(self):
-        def build(iteration, num_labeled):
+        def build(iteration, num_labeled, previous):
             return keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
 
-        def fit(model, images, labels, iteration):
+        def fit(model, images, labels, is_generated, iteration):
             if iteration == self.fail_at:
                 raise KeyboardInterrupt("killed")
             self.fitted.append((iteration, len(labels)))

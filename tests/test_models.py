@@ -128,3 +128,13 @@ def test_saved_keras_model_round_trip(tmp_path):
     assert isinstance(loaded, GalCNN)
     np.testing.assert_allclose(loaded(x), model(x), rtol=1e-5, atol=1e-6)
     assert isinstance(build_classifier("resnet18", num_classes=3, input_shape=(8, 8, 1)), ResNet18)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "cnn"])
+def test_seeded_mc_probabilities_are_reproducible(name):
+    model = build_classifier(name, num_classes=5, input_shape=(8, 8, 1), width_multiplier=0.25)
+    x = tf.random.uniform((3, 8, 8, 1))
+    a = model.mc_probabilities(x, 6, seed=tf.constant([1, 2]))
+    np.testing.assert_array_equal(a, model.mc_probabilities(x, 6, seed=tf.constant([1, 2])))
+    assert not np.allclose(a, model.mc_probabilities(x, 6, seed=tf.constant([1, 3])))
+    assert not np.allclose(a[:, 0], a[:, 1])

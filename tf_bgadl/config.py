@@ -11,7 +11,12 @@ from typing import Any, Mapping
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped", "mnist5k", "digits")
 MODELS = ("resnet18", "resnet18pa", "cnn")
-METHODS = ("bald", "random")
+METHODS = ("vaeacgan", "acgan", "pmda", "bald", "bda_partial", "random")
+# How each method of Table I acquires and augments.
+METHOD_ACQUIRES_BY_SCORE = {"vaeacgan": True, "acgan": True, "pmda": True, "bald": True,
+                            "bda_partial": False, "random": False}
+METHOD_GENERATOR = {"vaeacgan": "vaeacgan", "acgan": "acgan", "bda_partial": "acgan"}
+GENERATIONS = ("persisted", "online")
 ACQUISITIONS = ("bald", "max_entropy", "var_ratios", "mean_std", "random")
 STRATEGIES = ("default", "mirrored", "one_device")
 OPTIMIZERS = ("adadelta", "adam", "sgd")
@@ -54,6 +59,19 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class GeneratorConfig:
+    """The VAE-ACGAN / ACGAN trained jointly with the classifier (generative methods only)."""
+
+    latent_dim: int = 100
+    width_multiplier: float = 1.0  # scales e, g, d widths (1.0 = the reference architecture)
+    generation: str = "persisted"  # x' stored once per acquired x* (paper) | "online" (ref. code)
+    gen_loss_weight: float = 1.0  # lambda: weight of the classifier's loss on generated samples
+    optimizer: str = "adadelta"
+    learning_rate: float = 1.0
+    lr_halving_epochs: int = 8
+
+
+@dataclasses.dataclass(frozen=True)
 class AcquisitionConfig:
     """How pool samples are scored and acquired."""
 
@@ -73,7 +91,9 @@ class ExperimentConfig:
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     acquisition: AcquisitionConfig = AcquisitionConfig()
+    generator: GeneratorConfig = GeneratorConfig()
     iterations: int = 150
+    warm_start: bool = False  # start each iteration from the previous weights, not fresh ones
     seed: int = 0
     strategy: str = "default"
 
@@ -86,7 +106,7 @@ class ExperimentConfig:
         sections = {f.name: f.type for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
         nested = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
-                  "acquisition": AcquisitionConfig}
+                  "acquisition": AcquisitionConfig, "generator": GeneratorConfig}
         for key, value in values.items():
             if key not in sections:
                 raise ConfigError(f"unknown config key {key!r}; known keys: {sorted(sections)}")
@@ -124,6 +144,8 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
     _check_choice("acquisition", config.acquisition.acquisition, ACQUISITIONS)
     _check_choice("strategy", config.strategy, STRATEGIES)
     _check_choice("optimizer", config.train.optimizer, OPTIMIZERS)
+    _check_choice("gan_optimizer", config.generator.optimizer, OPTIMIZERS)
+    _check_choice("generation", config.generator.generation, GENERATIONS)
     for name, value in [
         ("initial_per_class", config.data.initial_per_class),
         ("width_multiplier", config.model.width_multiplier),
@@ -134,12 +156,20 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
         ("pool_subset", config.acquisition.pool_subset),
         ("mc_samples", config.acquisition.mc_samples),
         ("score_batch_size", config.acquisition.score_batch_size),
+        ("latent_dim", config.generator.latent_dim),
+        ("gan_width_multiplier", config.generator.width_multiplier),
+        ("gan_learning_rate", config.generator.learning_rate),
     ]:
         _check_positive(name, value)
     if config.iterations < 0:
         raise ConfigError(f"--iterations={config.iterations} must be >= 0")
     if config.train.weight_decay_numerator < 0:
         raise ConfigError(f"--weight_decay_numerator={config.train.weight_decay_numerator} "
+                          "must be >= 0")
+    if config.generator.gen_loss_weight < 0:
+        raise ConfigError(f"--gen_loss_weight={config.generator.gen_loss_weight} must be >= 0")
+    if config.generator.lr_halving_epochs < 0:
+        raise ConfigError(f"--gan_lr_halving_epochs={config.generator.lr_halving_epochs} "
                           "must be >= 0")
     if config.train.lr_halving_epochs < 0:
         raise ConfigError(f"--lr_halving_epochs={config.train.lr_halving_epochs} must be >= 0")
@@ -150,10 +180,9 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
             f"--acquire_per_iteration={config.acquisition.acquire_per_iteration} is larger than "
             f"--pool_subset={config.acquisition.pool_subset}: at most pool_subset samples can be "
             "acquired per iteration")
-    if config.acquisition.method == "bald" and config.acquisition.acquisition != "random" \
-            and config.model.dropout_rate == 0.0:
+    if uses_mc_scores(config) and config.model.dropout_rate == 0.0:
         raise ConfigError("--dropout_rate=0 makes every MC pass identical (all scores 0); "
-                          "use a positive rate for --method=bald")
+                          f"use a positive rate for --method={config.acquisition.method}")
     return config
 
 
@@ -177,3 +206,9 @@ def check_against_data(config: ExperimentConfig, *, num_train: int, num_classes:
             f"--iterations={config.iterations} x --acquire_per_iteration="
             f"{config.acquisition.acquire_per_iteration} = {needed} acquisitions exceed the pool "
             f"of {pool} examples")
+
+
+def uses_mc_scores(config: ExperimentConfig) -> bool:
+    """Whether the method acquires by an MC-dropout score (not at random)."""
+    return (METHOD_ACQUIRES_BY_SCORE[config.acquisition.method]
+            and config.acquisition.acquisition != "random")

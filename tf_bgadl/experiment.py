@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from tf_bgadl import config as config_lib
 from tf_bgadl import data as data_lib
+from tf_bgadl import augment as augment_lib
 from tf_bgadl import inference, loop, training
-from tf_bgadl.models import build_classifier
+from tf_bgadl.models import MCClassifier, build_classifier
+from tf_bgadl.models.vae_acgan import VAEACGAN
 
 
 def configure_cpu_devices(count: int) -> None:
@@ -38,38 +41,85 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
                                  f"{', '.join(config_lib.STRATEGIES)}")
 
 
-def make_learner(config: config_lib.ExperimentConfig, dataset: data_lib.ArrayDataset,
-                 strategy: tf.distribute.Strategy) -> loop.Learner:
-    """The Learner for the configured classifier: seeded fresh weights every iteration."""
+def classifier_of(model) -> MCClassifier:
+    """The classifier inside a learner's model (itself, or the VAE-ACGAN's auxiliary C)."""
+    return model.classifier if isinstance(model, VAEACGAN) else model
 
-    def build(iteration: int, num_labeled: int):
-        keras.utils.set_random_seed(config.seed * 1_000_003 + iteration)
+
+def make_learner(config: config_lib.ExperimentConfig, image_shape: tuple[int, int, int],
+                 num_classes: int, strategy: tf.distribute.Strategy) -> loop.Learner:
+    """The Learner of `config.acquisition.method`: classifier alone, with PMDA, or jointly
+    trained with a VAE-ACGAN / ACGAN. Weights are seeded by (seed, iteration)."""
+    method = config.acquisition.method
+    generator_kind = config_lib.METHOD_GENERATOR.get(method)
+    gen = config.generator
+    gan_train = config_lib.TrainConfig(
+        epochs=config.train.epochs, batch_size=config.train.batch_size, optimizer=gen.optimizer,
+        learning_rate=gen.learning_rate, weight_decay_numerator=0.0,
+        lr_halving_epochs=gen.lr_halving_epochs)
+
+    def iteration_seed(iteration: int, offset: int = 0) -> int:
+        return config.seed * 1_000_003 + offset + iteration
+
+    def build(iteration: int, num_examples: int, previous):
+        keras.utils.set_random_seed(iteration_seed(iteration))
         with strategy.scope():
-            model = build_classifier(
-                config.model.name, num_classes=dataset.num_classes,
-                input_shape=dataset.image_shape, width_multiplier=config.model.width_multiplier,
-                dropout_rate=config.model.dropout_rate, seed=config.seed * 7919 + iteration)
-            training.compile_classifier(model, config.train, num_labeled)
+            classifier = build_classifier(
+                config.model.name, num_classes=num_classes,
+                input_shape=image_shape, width_multiplier=config.model.width_multiplier,
+                dropout_rate=config.model.dropout_rate, seed=iteration_seed(iteration, 7919))
+            if generator_kind is None:
+                model = classifier
+                training.compile_classifier(model, config.train, num_examples)
+            else:
+                model = VAEACGAN(
+                    classifier, image_shape, num_classes,
+                    latent_dim=gen.latent_dim, use_encoder=generator_kind == "vaeacgan",
+                    generation=gen.generation, gen_loss_weight=gen.gen_loss_weight,
+                    seed=iteration_seed(iteration, 104_729),
+                    width_multiplier=gen.width_multiplier)
+                model.compile(
+                    c_optimizer=training.make_optimizer(config.train, num_examples),
+                    g_optimizer=training.make_optimizer(gan_train, num_examples),
+                    d_optimizer=training.make_optimizer(gan_train, num_examples),
+                    e_optimizer=(training.make_optimizer(gan_train, num_examples)
+                                 if generator_kind == "vaeacgan" else None))
+            if previous is not None:
+                model.set_weights(previous.get_weights())
         return model
 
-    def fit(model, images, labels, iteration):
-        return training.fit_classifier(model, images, labels, config.train,
-                                       seed=config.seed * 1_000_003 + iteration,
+    def fit(model, images, labels, is_generated, iteration):
+        # Float, not bool: Keras' distributed fit averages the first batch across replicas.
+        targets = (labels if generator_kind is None
+                   else (labels, np.asarray(is_generated, np.float32)))
+        augment = (augment_lib.make_pmda(config.data.dataset, iteration_seed(iteration, 31))
+                   if method == "pmda" else None)
+        return training.fit_classifier(model, images, targets, config.train,
+                                       seed=iteration_seed(iteration), augment=augment,
                                        log_prefix=f"iteration {iteration}")
 
     def evaluate(model, images, labels):
-        return training.evaluate_accuracy(model, images, labels,
+        return training.evaluate_accuracy(classifier_of(model), images, labels,
                                           config.acquisition.score_batch_size, strategy)
 
     def score(model, ids, images, iteration):
         scorer = inference.make_scorer(
-            model, acquisition_name=config.acquisition.acquisition,
+            classifier_of(model), acquisition_name=(
+                config.acquisition.acquisition if config.acquisition.acquisition != "random"
+                else "bald"),
             mc_samples=config.acquisition.mc_samples, strategy=strategy,
             batch_size=config.acquisition.score_batch_size,
-            seed=config.seed * 1_000_003 + 500_000 + iteration)
+            seed=iteration_seed(iteration, 500_000))
         return scorer(ids, images)
 
-    return loop.Learner(build=build, fit=fit, evaluate=evaluate, score=score)
+    def generate(model, images, labels, iteration):
+        return augment_lib.generate_samples(model, images, labels,
+                                            seed=iteration_seed(iteration, 700_001),
+                                            batch_size=config.acquisition.score_batch_size)
+
+    return loop.Learner(build=build, fit=fit, evaluate=evaluate, score=score,
+                        generate=generate if generator_kind else None,
+                        persist_generated=bool(generator_kind) and gen.generation == "persisted")
 
 
 def train_and_evaluate(config: config_lib.ExperimentConfig, workdir: str,
@@ -83,4 +133,5 @@ def train_and_evaluate(config: config_lib.ExperimentConfig, workdir: str,
                                     config.data.manual_dir)
     config_lib.check_against_data(config, num_train=len(dataset.y_train),
                                   num_classes=dataset.num_classes)
-    return loop.run(config, workdir, dataset, make_learner(config, dataset, strategy))
+    return loop.run(config, workdir, dataset,
+                    make_learner(config, dataset.image_shape, dataset.num_classes, strategy))

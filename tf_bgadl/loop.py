@@ -7,8 +7,11 @@ resumes after the last finished iteration.
 
 Workdir layout:
   config.json                   the resolved config (a run refuses a workdir of another config)
+  dataset.json                  image shape and number of classes (what export needs)
   results.jsonl                 one JSON line per finished iteration
   state.json                    labeled / pool ids after the last finished iteration
+  generated.npz                 generated samples x' that joined the labeled set (persisted)
+  samples/iter_NNNN.png         acquired x* next to generated x', per class
   checkpoints/classifier_NNNN.weights.h5   classifier of the last finished iteration
   accuracy.png                  test accuracy against the number of labeled examples
 """
@@ -25,11 +28,11 @@ import numpy as np
 from absl import logging
 
 from tf_bgadl import acquisition
-from tf_bgadl.config import ConfigError, ExperimentConfig
+from tf_bgadl.config import ConfigError, ExperimentConfig, uses_mc_scores
 from tf_bgadl.data import ArrayDataset
-from tf_bgadl.plotting import plot_accuracy
-from tf_bgadl.state import (ActiveLearningState, atomic_write_json, initial_state, read_jsonl,
-                            write_jsonl)
+from tf_bgadl.plotting import plot_accuracy, plot_sample_grid
+from tf_bgadl.state import (ActiveLearningState, GeneratedSet, atomic_write_json, initial_state,
+                            read_jsonl, write_jsonl)
 
 # Config keys that may differ when a run is resumed (they do not change what was computed).
 RESUMABLE_KEYS = ("iterations", "strategy")
@@ -40,17 +43,24 @@ class Learner:
     """What the loop does with models, passed in by the caller.
 
     Attributes:
-      build: (iteration, num_labeled) -> a fresh, compiled model.
-      fit: (model, images uint8 [L,H,W,C], labels [L], iteration) -> training metrics dict.
+      build: (iteration, num_examples, previous model or None) -> a compiled model, fresh or
+        warm-started from `previous`; num_examples counts labeled plus generated rows.
+      fit: (model, images uint8 [L,H,W,C], labels [L], is_generated bool [L], iteration) ->
+        training metrics dict.
       evaluate: (model, images, labels) -> test accuracy.
       score: (model, ids [P], images [P,H,W,C], iteration) -> acquisition scores [P] tied to
         `ids`, a function of the model's weights, the images and the iteration only.
+      generate: (model, images uint8 [K,H,W,C], labels [K], iteration) -> generated uint8
+        images [K,H,W,C]; None for methods without a generative model.
+      persist_generated: whether generated samples join the labeled set.
     """
 
-    build: Callable[[int, int], Any]
-    fit: Callable[[Any, np.ndarray, np.ndarray, int], dict]
+    build: Callable[[int, int, Any], Any]
+    fit: Callable[[Any, np.ndarray, np.ndarray, np.ndarray, int], dict]
     evaluate: Callable[[Any, np.ndarray, np.ndarray], float]
     score: Callable[[Any, np.ndarray, np.ndarray, int], np.ndarray]
+    generate: Callable[[Any, np.ndarray, np.ndarray, int], np.ndarray] | None = None
+    persist_generated: bool = False
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -87,30 +97,38 @@ def _checkpoint_path(workdir: str, iteration: int) -> str:
     return os.path.join(workdir, "checkpoints", f"classifier_{iteration:04d}.weights.h5")
 
 
-def _save_iteration(workdir, model, state, results) -> None:
-    """Weights first, then results, then state: state.json names a complete iteration."""
+def _save_iteration(workdir, model, state, generated, results) -> None:
+    """Weights, generated samples, results, then state: state.json names a complete iteration."""
     path = _checkpoint_path(workdir, state.iteration)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp.weights.h5"
     model.save_weights(tmp)
     os.replace(tmp, path)
+    generated.save(os.path.join(workdir, "generated.npz"))
     write_jsonl(os.path.join(workdir, "results.jsonl"), results)
-    atomic_write_json(os.path.join(workdir, "state.json"), state.to_json())
+    atomic_write_json(os.path.join(workdir, "state.json"),
+                      {**state.to_json(), "num_generated": len(generated)})
     for name in os.listdir(os.path.dirname(path)):  # older checkpoints are no longer needed
         if name != os.path.basename(path):
             os.remove(os.path.join(os.path.dirname(path), name))
 
 
-def load_progress(workdir: str) -> tuple[ActiveLearningState | None, list[dict], str | None]:
-    """The last finished iteration's state, its results and classifier weights path, if any."""
+def load_progress(workdir: str, image_shape) -> tuple[ActiveLearningState | None, GeneratedSet,
+                                                      list[dict], str | None]:
+    """The last finished iteration's state, generated set, results and weights path, if any."""
     path = os.path.join(workdir, "state.json")
     if not os.path.exists(path):
-        return None, [], None
+        return None, GeneratedSet.empty(image_shape), [], None
     with open(path) as f:
-        state = ActiveLearningState.from_json(json.load(f))
+        stored = json.load(f)
+    state = ActiveLearningState.from_json(stored)
+    generated = GeneratedSet.empty(image_shape)
+    if stored.get("num_generated", 0):
+        generated = GeneratedSet.load(os.path.join(workdir, "generated.npz"),
+                                      stored["num_generated"])
     results = [r for r in read_jsonl(os.path.join(workdir, "results.jsonl"))
                if r["iteration"] <= state.iteration]
-    return state, results, _checkpoint_path(workdir, state.iteration)
+    return state, generated, results, _checkpoint_path(workdir, state.iteration)
 
 
 def select(config: ExperimentConfig, state: ActiveLearningState, dataset: ArrayDataset,
@@ -124,13 +142,38 @@ def select(config: ExperimentConfig, state: ActiveLearningState, dataset: ArrayD
     rng = np.random.default_rng([config.seed, state.iteration + 1])
     size = min(acq.pool_subset, len(state.pool_ids))
     subset = np.sort(rng.choice(state.pool_ids, size, replace=False))
-    if acq.method == "random" or acq.acquisition == "random":
+    if not uses_mc_scores(config):
         return subset[rng.permutation(size)[:acq.acquire_per_iteration]], None
     scores = np.asarray(score_fn(model, subset, dataset.x_train[subset], state.iteration + 1),
                         np.float64)
     chosen = acquisition.top_k(subset, scores, acq.acquire_per_iteration)
     by_id = dict(zip(subset.tolist(), scores.tolist()))
     return chosen, np.array([by_id[i] for i in chosen.tolist()])
+
+
+def _generate(workdir, learner, model, dataset, acquired, generated, iteration):
+    """x' for the acquired x*; adds them to `generated` when persisted; returns diagnostics.
+
+    Diagnostics: `reconstruction_error` (mean L2 distance ||x' - x*|| in [0, 1] pixel units, the
+    slides' Figure 3) and `score_acquired` / `score_generated` (mean acquisition score of x* and
+    of x' under the classifier that scored the pool: the Proposition 2.1 check).
+    """
+    x_star, y_star = dataset.x_train[acquired], dataset.y_train[acquired]
+    x_prime = learner.generate(model, x_star, y_star, iteration)
+    diff = (x_prime.astype(np.float32) - x_star.astype(np.float32)) / 255.0
+    distance = np.sqrt(np.sum(diff.reshape(len(diff), -1) ** 2, axis=1))
+    both = np.concatenate([x_star, x_prime])
+    ids = np.concatenate([acquired, -1 - np.arange(len(x_prime))])  # x' get negative ids
+    scores = np.asarray(learner.score(model, ids, both, iteration), np.float64)
+    extra = {"reconstruction_error": float(distance.mean()),
+             "score_acquired": float(scores[:len(acquired)].mean()),
+             "score_generated": float(scores[len(acquired):].mean())}
+    plot_sample_grid(x_star, x_prime, y_star,
+                     os.path.join(workdir, "samples", f"iter_{iteration:04d}.png"),
+                     title=f"iteration {iteration}: acquired x* | generated x'")
+    if learner.persist_generated:
+        generated = generated.add(x_prime, y_star, acquired, iteration)
+    return generated, extra
 
 
 def run(config: ExperimentConfig, workdir: str, dataset: ArrayDataset,
@@ -146,7 +189,11 @@ def run(config: ExperimentConfig, workdir: str, dataset: ArrayDataset,
     """
     os.makedirs(workdir, exist_ok=True)
     check_workdir_config(config, workdir)
-    state, results, weights = load_progress(workdir)
+    atomic_write_json(os.path.join(workdir, "dataset.json"), {
+        "name": dataset.name, "image_shape": list(dataset.image_shape),
+        "num_classes": dataset.num_classes, "num_train": len(dataset.y_train),
+        "num_test": len(dataset.y_test)})
+    state, generated, results, weights = load_progress(workdir, dataset.image_shape)
     model = None
     if state is None:
         state = initial_state(dataset.y_train, config.data.initial_per_class, config.seed)
@@ -156,19 +203,24 @@ def run(config: ExperimentConfig, workdir: str, dataset: ArrayDataset,
                      len(state.labeled_ids))
         next_iteration = state.iteration + 1
         if next_iteration <= config.iterations:
-            model = learner.build(state.iteration, len(state.labeled_ids))
+            model = learner.build(state.iteration, len(state.labeled_ids) + len(generated), None)
             model.load_weights(weights)
 
     for iteration in range(next_iteration, config.iterations + 1):
         start = time.time()
-        acquired, scores = np.zeros(0, np.int64), None
+        acquired, scores, extra = np.zeros(0, np.int64), None, {}
         if iteration > 0:
             acquired, scores = select(config, state, dataset, model, learner.score)
             state = state.acquire(acquired)
+            if learner.generate is not None:
+                generated, extra = _generate(workdir, learner, model, dataset, acquired,
+                                             generated, iteration)
         labeled = state.labeled_ids
-        model = learner.build(iteration, len(labeled))
-        train_metrics = learner.fit(model, dataset.x_train[labeled], dataset.y_train[labeled],
-                                    iteration)
+        images = np.concatenate([dataset.x_train[labeled], generated.images])
+        labels = np.concatenate([dataset.y_train[labeled], generated.labels])
+        is_generated = np.arange(len(labels)) >= len(labeled)
+        model = learner.build(iteration, len(labels), model if config.warm_start else None)
+        train_metrics = learner.fit(model, images, labels, is_generated, iteration)
         accuracy = learner.evaluate(model, dataset.x_test, dataset.y_test)
         row = {
             "iteration": iteration,
@@ -177,11 +229,13 @@ def run(config: ExperimentConfig, workdir: str, dataset: ArrayDataset,
             "test_accuracy": float(accuracy),
             "acquired_ids": acquired.tolist(),
             "mean_score": None if scores is None else float(np.mean(scores)),
-            "train_loss": train_metrics.get("loss"),
+            "num_generated": len(generated),
+            "train_loss": train_metrics.get("loss", train_metrics.get("classifier_loss")),
+            **extra,
             "seconds": round(time.time() - start, 3),
         }
         results.append(row)
-        _save_iteration(workdir, model, state, results)
+        _save_iteration(workdir, model, state, generated, results)
         plot_accuracy(results, os.path.join(workdir, "accuracy.png"),
                       title=f"{config.data.dataset} / {config.model.name} / "
                             f"{config.acquisition.method}")

@@ -25,3 +25,49 @@ def plot_accuracy(results: Sequence[dict], path: str, title: str = "") -> None:
     fig.savefig(tmp, format="png")
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def plot_sample_grid(x_star, x_prime, labels, path: str, *, per_class: int = 4,
+                     max_classes: int = 10, title: str = "") -> None:
+    """A grid with one row per class: pairs of acquired x* and generated x' side by side.
+
+    Args:
+      x_star: uint8 [K, H, W, C] acquired images.
+      x_prime: uint8 [K, H, W, C] generated from them.
+      labels: [K] their labels.
+      path: PNG written atomically.
+    """
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    labels = np.asarray(labels)
+    classes = sorted(set(labels.tolist()))[:max_classes]
+    if not classes:
+        return
+    fig, axes = plt.subplots(len(classes), 2 * per_class, squeeze=False,
+                             figsize=(2 * per_class * 0.9, len(classes) * 0.95), dpi=100)
+    for row, c in enumerate(classes):
+        idx = np.flatnonzero(labels == c)[:per_class]
+        for col in range(per_class):
+            for k, images in enumerate((x_star, x_prime)):
+                ax = axes[row, 2 * col + k]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if col < len(idx):
+                    image = images[idx[col]]
+                    ax.imshow(image[..., 0] if image.shape[-1] == 1 else image,
+                              cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=255)
+                else:
+                    ax.axis("off")
+                if row == 0 and col < len(idx):
+                    ax.set_title("x*" if k == 0 else "x'", fontsize=8)
+        axes[row, 0].set_ylabel(str(c), rotation=0, labelpad=10, fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), ".tmp-" + os.path.basename(path))
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)

@@ -111,3 +111,51 @@ def initial_state(labels: np.ndarray, per_class: int, seed: int) -> ActiveLearni
         labeled.append(rng.choice(idx, per_class, replace=False))
     labeled_ids = np.concatenate(labeled)
     return ActiveLearningState(0, labeled_ids, np.setdiff1d(np.arange(len(labels)), labeled_ids))
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratedSet:
+    """Generated samples x' that joined the labeled set (never oracle labels, never in the pool).
+
+    Attributes:
+      images: uint8 [G, H, W, C].
+      labels: int64 [G], the oracle label y* of each source.
+      source_ids: int64 [G], the id of the acquired x* each x' was generated from.
+      iterations: int64 [G], the iteration that added it.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    source_ids: np.ndarray
+    iterations: np.ndarray
+
+    @classmethod
+    def empty(cls, image_shape) -> "GeneratedSet":
+        return cls(np.zeros((0, *image_shape), np.uint8), np.zeros(0, np.int64),
+                   np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def add(self, images, labels, source_ids, iteration: int) -> "GeneratedSet":
+        n = len(labels)
+        return GeneratedSet(np.concatenate([self.images, np.asarray(images, np.uint8)]),
+                            np.concatenate([self.labels, np.asarray(labels, np.int64)]),
+                            np.concatenate([self.source_ids, np.asarray(source_ids, np.int64)]),
+                            np.concatenate([self.iterations, np.full(n, iteration, np.int64)]))
+
+    def save(self, path: str) -> None:
+        """Atomic .npz write."""
+        tmp = path + ".tmp.npz"
+        np.savez(tmp, images=self.images, labels=self.labels, source_ids=self.source_ids,
+                 iterations=self.iterations)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str, count: int) -> "GeneratedSet":
+        """The first `count` samples saved at `path` (the count a finished iteration recorded)."""
+        with np.load(path) as f:
+            if len(f["labels"]) < count:
+                raise ValueError(f"{path} holds {len(f['labels'])} generated samples; the state "
+                                 f"records {count}")
+            return cls(*(f[k][:count] for k in ("images", "labels", "source_ids", "iterations")))

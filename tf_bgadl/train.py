@@ -18,7 +18,10 @@ _MANUAL_DIR = flags.DEFINE_string("manual_dir", "", "Folder of MNIST-style IDX f
 _MODEL = flags.DEFINE_enum("model", "cnn", config_lib.MODELS, "Classifier.")
 _WIDTH = flags.DEFINE_float("width_multiplier", 1.0, "Scales every layer's width.")
 _DROPOUT = flags.DEFINE_float("dropout_rate", 0.5, "MC-dropout rate before the classifier head.")
-_METHOD = flags.DEFINE_enum("method", "bald", config_lib.METHODS, "Active-learning method.")
+_METHOD = flags.DEFINE_enum(
+    "method", "vaeacgan", config_lib.METHODS,
+    "vaeacgan: BALD + x'=g(e(x*)) (the paper); acgan: BALD + g(z, y*); pmda: BALD + shifts/flips; "
+    "bald: BALD only; bda_partial: random acquisition + ACGAN; random: random acquisition.")
 _ACQUISITION = flags.DEFINE_enum("acquisition", "bald", config_lib.ACQUISITIONS,
                                  "Acquisition function used by --method=bald.")
 _INITIAL = flags.DEFINE_integer("initial_per_class", 10, "Initial labeled examples per class.")
@@ -33,6 +36,21 @@ _OPTIMIZER = flags.DEFINE_enum("optimizer", "adadelta", config_lib.OPTIMIZERS, "
 _LR = flags.DEFINE_float("learning_rate", 1.0, "Initial learning rate.")
 _WD = flags.DEFINE_float("weight_decay_numerator", 3.5, "Weight decay = this / num_labeled.")
 _HALVING = flags.DEFINE_integer("lr_halving_epochs", 5, "Halve the LR every N epochs (0: never).")
+_GENERATION = flags.DEFINE_enum("generation", "persisted", config_lib.GENERATIONS,
+                                "persisted: x' generated once per acquired x* and added to the "
+                                "labeled set (paper); online: C trains on g(e(x), y) and g(z, y) "
+                                "every minibatch (the authors' code).")
+_GEN_LOSS_WEIGHT = flags.DEFINE_float("gen_loss_weight", 1.0, "lambda: weight of the classifier "
+                                      "loss on generated samples.")
+_LATENT_DIM = flags.DEFINE_integer("latent_dim", 100, "Latent size of the VAE-ACGAN.")
+_GAN_WIDTH = flags.DEFINE_float("gan_width_multiplier", 1.0, "Scales the encoder, generator and "
+                                "discriminator widths (1.0 = the reference architecture).")
+_GAN_OPTIMIZER = flags.DEFINE_enum("gan_optimizer", "adadelta", config_lib.OPTIMIZERS,
+                                   "Optimizer of the encoder, generator and discriminator.")
+_GAN_LR = flags.DEFINE_float("gan_learning_rate", 1.0, "Their initial learning rate.")
+_GAN_HALVING = flags.DEFINE_integer("gan_lr_halving_epochs", 8, "Halve their LR every N epochs.")
+_WARM_START = flags.DEFINE_bool("warm_start", False, "Start each iteration from the previous "
+                                "iteration's weights instead of fresh ones.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of everything random in the run.")
 _STRATEGY = flags.DEFINE_enum("strategy", "default", config_lib.STRATEGIES, "tf.distribute.")
 _NUM_CPU_DEVICES = flags.DEFINE_integer("num_cpu_devices", 0, "Split the CPU into this many "
@@ -40,6 +58,9 @@ _NUM_CPU_DEVICES = flags.DEFINE_integer("num_cpu_devices", 0, "Split the CPU int
 _DETERMINISTIC = flags.DEFINE_bool("deterministic", True, "Deterministic TF ops (same seed, same "
                                    "acquisitions).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (results, checkpoints, plots).")
+_EXPORT_BASE = flags.DEFINE_string("export_base", "", "If set, export the final classifier for "
+                                   "TF Serving to <export_base>/<export_model_name>/<version>.")
+_EXPORT_MODEL_NAME = flags.DEFINE_string("export_model_name", "tf_bgadl", "Served model name.")
 flags.mark_flag_as_required("workdir")
 
 
@@ -58,7 +79,13 @@ def config_from_flags() -> config_lib.ExperimentConfig:
             method=_METHOD.value, acquisition=_ACQUISITION.value,
             acquire_per_iteration=_ACQUIRE.value, pool_subset=_POOL_SUBSET.value,
             mc_samples=_MC.value, score_batch_size=_SCORE_BATCH.value),
-        iterations=_ITERATIONS.value, seed=_SEED.value, strategy=_STRATEGY.value)
+        generator=config_lib.GeneratorConfig(
+            latent_dim=_LATENT_DIM.value, width_multiplier=_GAN_WIDTH.value,
+            generation=_GENERATION.value,
+            gen_loss_weight=_GEN_LOSS_WEIGHT.value, optimizer=_GAN_OPTIMIZER.value,
+            learning_rate=_GAN_LR.value, lr_halving_epochs=_GAN_HALVING.value),
+        iterations=_ITERATIONS.value, warm_start=_WARM_START.value, seed=_SEED.value,
+        strategy=_STRATEGY.value)
 
 
 def main(argv):
@@ -69,14 +96,18 @@ def main(argv):
         sys.exit(f"error: {e}")
     # TensorFlow is imported only after the config is known to be valid.
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from tf_bgadl import data, experiment  # pylint: disable=import-outside-toplevel
+    from tf_bgadl import data, experiment, serving_export  # pylint: disable=import-outside-toplevel
 
     experiment.configure_cpu_devices(_NUM_CPU_DEVICES.value)
     if _DETERMINISTIC.value:
         tf.config.experimental.enable_op_determinism()
     try:
         results = experiment.train_and_evaluate(config, _WORKDIR.value)
-    except (config_lib.ConfigError, data.DataError) as e:
+        if _EXPORT_BASE.value:
+            path = serving_export.export_run(_WORKDIR.value, _EXPORT_BASE.value,
+                                             model_name=_EXPORT_MODEL_NAME.value)
+            logging.info("Exported the classifier for TF Serving to %s", path)
+    except (config_lib.ConfigError, data.DataError, serving_export.ExportError) as e:
         sys.exit(f"error: {e}")
     if results:
         last = results[-1]

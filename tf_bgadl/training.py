@@ -31,11 +31,41 @@ class EpochLogger(keras.callbacks.Callback):
                          metrics, time.time() - self._start)
 
 
+class _CoupledL2:
+    """Adds `l2 * w` to every gradient before the update (PyTorch's `weight_decay`), unlike
+    Keras' decoupled `weight_decay`. Under a strategy with R replicas each replica adds
+    `l2 * w / R`, since the optimizer sums the replicas' gradients."""
+
+    def __init__(self, *args, l2: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.l2 = l2
+
+    def apply(self, grads, trainable_variables=None):
+        if self.l2 and trainable_variables is not None:
+            scale = self.l2 / tf.distribute.get_strategy().num_replicas_in_sync
+            grads = [g if g is None else g + scale * tf.cast(v, g.dtype)
+                     for g, v in zip(grads, trainable_variables)]
+        return super().apply(grads, trainable_variables)
+
+
+class L2Adadelta(_CoupledL2, keras.optimizers.Adadelta):
+    """Adadelta with coupled L2 weight decay."""
+
+
+class L2Adam(_CoupledL2, keras.optimizers.Adam):
+    """Adam with coupled L2 weight decay."""
+
+
+class L2SGD(_CoupledL2, keras.optimizers.SGD):
+    """SGD (momentum 0.9) with coupled L2 weight decay."""
+
+
 def make_optimizer(config: TrainConfig, num_examples: int) -> keras.optimizers.Optimizer:
     """The classifier optimizer of the reference code, with its schedule and weight decay.
 
-    Learning rate halved every `lr_halving_epochs` epochs; weight decay
-    `weight_decay_numerator / num_examples` (Keras' decoupled weight decay).
+    Learning rate halved every `lr_halving_epochs` epochs; L2 weight decay
+    `weight_decay_numerator / num_examples` added to the gradients, as PyTorch's `weight_decay`
+    in the reference code does.
     """
     steps_per_epoch = max(1, int(np.ceil(num_examples / config.batch_size)))
     lr = config.learning_rate
@@ -43,13 +73,13 @@ def make_optimizer(config: TrainConfig, num_examples: int) -> keras.optimizers.O
         lr = keras.optimizers.schedules.ExponentialDecay(
             config.learning_rate, decay_steps=config.lr_halving_epochs * steps_per_epoch,
             decay_rate=0.5, staircase=True)
-    weight_decay = config.weight_decay_numerator / num_examples or None
+    l2 = config.weight_decay_numerator / num_examples
     if config.optimizer == "adadelta":
-        return keras.optimizers.Adadelta(lr, rho=0.9, epsilon=1e-6, weight_decay=weight_decay)
+        return L2Adadelta(lr, rho=0.9, epsilon=1e-6, l2=l2)
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(lr, weight_decay=weight_decay)
+        return L2Adam(lr, l2=l2)
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=weight_decay)
+        return L2SGD(lr, momentum=0.9, l2=l2)
     raise ValueError(f"optimizer={config.optimizer!r}; choose adadelta, adam or sgd")
 
 
@@ -60,18 +90,32 @@ def compile_classifier(model: keras.Model, config: TrainConfig, num_examples: in
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
 
 
-def image_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
-                  shuffle_seed: int | None = None) -> tf.data.Dataset:
-    """(float32 images in [0, 1], labels) batches; shuffled each epoch when a seed is given."""
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+def image_dataset(images: np.ndarray, targets, batch_size: int, *,
+                  shuffle_seed: int | None = None, augment=None) -> tf.data.Dataset:
+    """(float32 images in [0, 1], targets) batches; shuffled each epoch when a seed is given.
+
+    Args:
+      images: uint8 [N, H, W, C].
+      targets: labels [N], or any structure of [N] arrays (e.g. (labels, is_generated)).
+      batch_size: batch size.
+      shuffle_seed: shuffle each epoch with this seed; None keeps the order.
+      augment: optional callable on float image batches (e.g. PMDA's random shifts).
+    """
+    ds = tf.data.Dataset.from_tensor_slices((images, targets))
     if shuffle_seed is not None:
-        ds = ds.shuffle(len(labels), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).map(lambda x, y: (to_unit_float(x), y)).prefetch(2)
+        ds = ds.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(lambda x, y: (to_unit_float(x), y))
+    if augment is not None:
+        ds = ds.map(lambda x, y: (augment(x), y))
+    return ds.prefetch(2)
 
 
-def fit_classifier(model: keras.Model, images: np.ndarray, labels: np.ndarray,
-                   config: TrainConfig, *, seed: int, log_prefix: str = "") -> dict[str, float]:
+def fit_classifier(model: keras.Model, images: np.ndarray, targets, config: TrainConfig, *,
+                   seed: int, log_prefix: str = "", augment=None) -> dict[str, float]:
     """Trains a compiled `model` on uint8 images for `config.epochs` epochs.
+
+    `targets` is what the model's `train_step` expects: labels [N] for a classifier,
+    (labels, is_generated) for `VAEACGAN`.
 
     Under a strategy with R replicas, a labeled set smaller than the batch size is batched in a
     multiple of R so that the first batch splits evenly (Keras' distributed `fit` averages the
@@ -81,12 +125,12 @@ def fit_classifier(model: keras.Model, images: np.ndarray, labels: np.ndarray,
       The last epoch's training metrics.
     """
     replicas = model.distribute_strategy.num_replicas_in_sync
-    batch_size = config.batch_size
-    if len(labels) < batch_size and replicas > 1:
-        batch_size = max(replicas, len(labels) - len(labels) % replicas)
-    ds = image_dataset(images, labels, batch_size, shuffle_seed=seed)
+    batch_size, n = config.batch_size, len(images)
+    if n < batch_size and replicas > 1:
+        batch_size = max(replicas, n - n % replicas)
+    ds = image_dataset(images, targets, batch_size, shuffle_seed=seed, augment=augment)
     every = max(1, config.epochs // 10)
-    history = model.fit(ds, epochs=config.epochs, verbose=0,
+    history = model.fit(ds, epochs=config.epochs, verbose=0, shuffle=False,
                         callbacks=[EpochLogger(log_prefix, config.epochs, every)])
     return {k: float(v[-1]) for k, v in history.history.items()}
 

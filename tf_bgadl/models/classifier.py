@@ -16,8 +16,14 @@ class MCClassifier(keras.Model):
     def features(self, x, training=False):
         raise NotImplementedError
 
-    def head(self, h, training=False, mc_dropout=False):
+    def head(self, h, training=False, mc_dropout=False, seed=None):
+        """Logits from features; `seed` (int32 [2]) makes the dropout masks stateless."""
         raise NotImplementedError
+
+    @staticmethod
+    def layer_seed(seed, index: int):
+        """A distinct stateless seed for the `index`-th dropout layer (None stays None)."""
+        return None if seed is None else tf.cast(seed, tf.int32) + tf.constant([0, index])
 
     @property
     def mc_dropout_layers(self) -> list:
@@ -37,7 +43,7 @@ class MCClassifier(keras.Model):
         """Creates the weights by calling the model once on zeros of `input_shape`."""
         self(tf.zeros((1, *input_shape), tf.float32))
 
-    def mc_probabilities(self, x, num_samples: int):
+    def mc_probabilities(self, x, num_samples: int, seed=None):
         """Softmax outputs of `num_samples` MC-dropout passes.
 
         The trunk runs once (deterministic, BatchNorm in inference mode); only the head is
@@ -47,6 +53,7 @@ class MCClassifier(keras.Model):
         Args:
           x: float32 [B, H, W, C] in [0, 1].
           num_samples: T.
+          seed: optional int32 [2]; when given the masks depend only on it (reproducible).
 
         Returns:
           float32 [B, T, num_classes].
@@ -54,7 +61,7 @@ class MCClassifier(keras.Model):
         h = self.features(x, training=False)
         batch = tf.shape(h)[0]
         tiled = tf.tile(h, tf.concat([[num_samples], tf.ones(tf.rank(h) - 1, tf.int32)], 0))
-        logits = self.head(tiled, training=False, mc_dropout=True)  # [T*B, C], sample-major
+        logits = self.head(tiled, training=False, mc_dropout=True, seed=seed)  # [T*B, C]
         probs = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
         probs = tf.reshape(probs, [num_samples, batch, -1])
         return tf.transpose(probs, [1, 0, 2])

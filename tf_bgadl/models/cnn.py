@@ -43,10 +43,12 @@ class GalCNN(MCClassifier):
     def features(self, x, training=False):
         return self.pool(self.conv2(self.conv1(x)))
 
-    def head(self, h, training=False, mc_dropout=False):
-        h = self.dropout1(h, training=training, mc_dropout=mc_dropout)
+    def head(self, h, training=False, mc_dropout=False, seed=None):
+        h = self.dropout1(h, training=training, mc_dropout=mc_dropout,
+                          seed=self.layer_seed(seed, 0))
         h = self.dense(self.flatten(h))
-        h = self.dropout2(h, training=training, mc_dropout=mc_dropout)
+        h = self.dropout2(h, training=training, mc_dropout=mc_dropout,
+                          seed=self.layer_seed(seed, 1))
         return self.classifier(h)
 
     def get_config(self):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 
 @keras.saving.register_keras_serializable(package="tf_bgadl")
@@ -22,8 +23,20 @@ class MCDropout(keras.layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, inputs, training=False, mc_dropout=False):
+    def call(self, inputs, training=False, mc_dropout=False, seed=None):
+        """Drops units when `training` or `mc_dropout`.
+
+        Args:
+          inputs: any shape.
+          training: Keras' training flag.
+          mc_dropout: sample a mask although not training (MC-dropout scoring).
+          seed: optional int32 [2]: a stateless mask that depends only on this seed (and the
+            input shape) instead of the layer's seed generator; used by seeded scoring.
+        """
         if self.rate > 0 and (training or mc_dropout):
+            if seed is not None:
+                keep = tf.random.stateless_uniform(tf.shape(inputs), seed=seed) >= self.rate
+                return tf.where(keep, inputs / (1.0 - self.rate), tf.zeros_like(inputs))
             return keras.random.dropout(inputs, self.rate, seed=self.seed_generator)
         return inputs
 

@@ -114,8 +114,9 @@ class ResNet18(MCClassifier):
             h = keras.ops.relu(self.final_bn(h, training=training))
         return self.pool(h)
 
-    def head(self, h, training=False, mc_dropout=False):
-        return self.classifier(self.dropout(h, training=training, mc_dropout=mc_dropout))
+    def head(self, h, training=False, mc_dropout=False, seed=None):
+        return self.classifier(self.dropout(h, training=training, mc_dropout=mc_dropout,
+                                            seed=self.layer_seed(seed, 0)))
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes,

@@ -1,0 +1,88 @@
+r"""Ranks unlabeled images by BALD with a TF Serving server and prints the K most informative.
+
+  python -m tf_bgadl.serving.rank --server=http://localhost:8501 --images=pool.npy --top=10
+  python -m tf_bgadl.serving.rank --server=localhost:8500 --protocol=grpc --images=dir/ --top=10
+
+`--images` is a .npy array [N, H, W, C] (uint8 0-255 or float 0-1) or a folder of image files
+(PNG/JPEG, read with Pillow; grayscale when --channels=1).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+from absl import app, flags
+
+_SERVER = flags.DEFINE_string("server", "http://localhost:8501", "TF Serving address (REST "
+                              "http://host:8501, gRPC host:8500).")
+_PROTOCOL = flags.DEFINE_enum("protocol", "rest", ["rest", "grpc"], "API to use.")
+_MODEL_NAME = flags.DEFINE_string("model_name", "tf_bgadl", "Served model name.")
+_IMAGES = flags.DEFINE_string("images", None, ".npy file or folder of images.")
+_TOP = flags.DEFINE_integer("top", 10, "How many of the most informative images to print.")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "Images per request.")
+_CHANNELS = flags.DEFINE_integer("channels", 1, "Channels when reading image files (1 or 3).")
+_SEED = flags.DEFINE_integer("seed", None, "Use the `bald_seeded` signature with this seed "
+                             "(reproducible scores).")
+flags.mark_flag_as_required("images")
+
+
+def load_images(path: str, channels: int) -> tuple[list[str], np.ndarray]:
+    """(names, images) from a .npy file or a folder of image files."""
+    if os.path.isfile(path) and path.endswith(".npy"):
+        images = np.load(path)
+        return [f"{os.path.basename(path)}[{i}]" for i in range(len(images))], images
+    if os.path.isdir(path):
+        from PIL import Image  # pylint: disable=import-outside-toplevel
+        names = sorted(n for n in os.listdir(path)
+                       if n.lower().endswith((".png", ".jpg", ".jpeg", ".bmp")))
+        if not names:
+            raise ValueError(f"--images={path} holds no .png/.jpg/.jpeg/.bmp files")
+        mode = "L" if channels == 1 else "RGB"
+        arrays = [np.asarray(Image.open(os.path.join(path, n)).convert(mode)) for n in names]
+        shapes = {a.shape for a in arrays}
+        if len(shapes) > 1:
+            raise ValueError(f"images in {path} have different sizes: {sorted(shapes)}")
+        images = np.stack(arrays)
+        return names, images[..., None] if channels == 1 else images
+    raise ValueError(f"--images={path} is neither a .npy file nor a folder")
+
+
+def rank(client, names, images, *, top: int, batch_size: int, seed=None) -> list[dict]:
+    """Scores all images (in batches) and returns the `top` rows, most informative first."""
+    from tf_bgadl.serving.client import prepare_images  # pylint: disable=import-outside-toplevel
+    images = prepare_images(images)
+    signature = "bald" if seed is None else "bald_seeded"
+    scores, classes = [], []
+    for start in range(0, len(images), batch_size):
+        kwargs = {} if seed is None else {"seed": [seed, 0]}
+        out = client.predict(images[start:start + batch_size], signature, **kwargs)
+        scores.append(np.asarray(out["bald"]).reshape(-1))
+        classes.append(np.argmax(np.asarray(out["mean_probabilities"]), axis=-1))
+    scores, classes = np.concatenate(scores), np.concatenate(classes)
+    order = np.argsort(-scores, kind="stable")[:top]
+    return [{"rank": r + 1, "name": names[i], "bald": float(scores[i]),
+             "predicted_class": int(classes[i])} for r, i in enumerate(order)]
+
+
+def main(argv):
+    del argv
+    from tf_bgadl.serving import client as client_lib  # pylint: disable=import-outside-toplevel
+    try:
+        names, images = load_images(_IMAGES.value, _CHANNELS.value)
+        if _PROTOCOL.value == "rest":
+            client = client_lib.RestClient(_SERVER.value, _MODEL_NAME.value)
+        else:
+            client = client_lib.GrpcClient(_SERVER.value, _MODEL_NAME.value)
+        rows = rank(client, names, images, top=_TOP.value, batch_size=_BATCH.value,
+                    seed=_SEED.value)
+    except (ValueError, client_lib.ServingError) as e:
+        sys.exit(f"error: {e}")
+    print(f"{'rank':>4}  {'bald':>8}  {'class':>5}  image")
+    for row in rows:
+        print(f"{row['rank']:>4}  {row['bald']:8.4f}  {row['predicted_class']:>5}  {row['name']}")
+
+
+if __name__ == "__main__":
+    app.run(main)
