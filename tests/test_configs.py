@@ -1,0 +1,36 @@
+"""Every shipped flagfile parses into a valid config."""
+
+import glob
+import os
+
+import pytest
+from absl import flags
+
+from conftest import REPO
+from tf_bgadl import config as config_lib
+from tf_bgadl import train
+
+FLAGFILES = sorted(glob.glob(os.path.join(REPO, "configs", "*.flags")))
+
+
+@pytest.mark.parametrize("path", FLAGFILES, ids=os.path.basename)
+def test_flagfile_gives_a_valid_config(path, monkeypatch):
+    monkeypatch.chdir(REPO)  # flagfiles include configs/base.flags relative to the repo
+    flags.FLAGS.unparse_flags()
+    try:
+        flags.FLAGS(["train", f"--flagfile={path}", "--workdir=/tmp/unused"])
+        config = config_lib.validate(train.config_from_flags())
+    finally:
+        flags.FLAGS.unparse_flags()
+    if os.path.basename(path) == "quickstart.flags":
+        assert config.data.dataset == "mnist5k" and config.acquisition.method == "vaeacgan"
+    elif os.path.basename(path) != "base.flags":
+        assert config.model.name == "resnet18" and config.iterations == 150
+        assert config.acquisition.method == "vaeacgan"
+        assert config.acquisition.mc_samples == 20 and config.train.epochs == 50
+
+
+def test_all_datasets_have_a_flagfile():
+    names = {os.path.basename(p) for p in FLAGFILES}
+    assert {"quickstart.flags", "mnist.flags", "cifar10.flags", "cifar100.flags",
+            "svhn.flags"} <= names
