@@ -9,7 +9,7 @@ from serving_double import SavedModelBackend, start_grpc, start_rest
 from tf_bgadl import serving_export
 from tf_bgadl.models import build_classifier
 from tf_bgadl.serving import client as client_lib
-from tf_bgadl.serving.rank import rank
+from tf_bgadl.serving.ranking import rank
 
 SHAPE = (8, 8, 1)
 
@@ -119,3 +119,20 @@ def test_rank_command(served, tmp_path):
     bad = run_module("tf_bgadl.serving.rank", "--server=http://127.0.0.1:9",
                      f"--images={path}")
     assert bad.returncode != 0 and "cannot reach" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_load_images_from_a_folder_and_npy(tmp_path):
+    from PIL import Image
+    from tf_bgadl.serving.ranking import load_images
+    folder = tmp_path / "pool"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(folder / f"{i}.png")
+    names, images = load_images(str(folder), channels=1)
+    assert names == ["0.png", "1.png", "2.png"] and images.shape == (3, 8, 8, 1)
+    assert images[2].max() == 80
+    np.save(tmp_path / "a.npy", images)
+    names, again = load_images(str(tmp_path / "a.npy"), channels=1)
+    assert names[0] == "a.npy[0]" and np.array_equal(again, images)
+    with pytest.raises(ValueError, match="neither a .npy file nor a folder"):
+        load_images(str(tmp_path / "missing.txt"), channels=1)

@@ -6,6 +6,18 @@ import os
 from typing import Sequence
 
 
+def _save(fig, path: str) -> None:
+    """Writes the figure as PNG to `path` atomically (readers never see a partial file)."""
+    from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+    fig.tight_layout()
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, ".tmp-" + os.path.basename(path))
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def plot_accuracy(results: Sequence[dict], path: str, title: str = "") -> None:
     """Test accuracy against the number of labeled examples, written atomically to `path`."""
     import matplotlib  # pylint: disable=import-outside-toplevel
@@ -20,11 +32,7 @@ def plot_accuracy(results: Sequence[dict], path: str, title: str = "") -> None:
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), ".tmp-" + os.path.basename(path))
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    _save(fig, path)
 
 
 def plot_sample_grid(x_star, x_prime, labels, path: str, *, per_class: int = 4,
@@ -65,9 +73,4 @@ def plot_sample_grid(x_star, x_prime, labels, path: str, *, per_class: int = 4,
                     ax.set_title("x*" if k == 0 else "x'", fontsize=8)
         axes[row, 0].set_ylabel(str(c), rotation=0, labelpad=10, fontsize=8)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), ".tmp-" + os.path.basename(path))
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    _save(fig, path)

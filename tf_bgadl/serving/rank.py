@@ -9,10 +9,8 @@ r"""Ranks unlabeled images by BALD with a TF Serving server and prints the K mos
 
 from __future__ import annotations
 
-import os
 import sys
 
-import numpy as np
 from absl import app, flags
 
 _SERVER = flags.DEFINE_string("server", "http://localhost:8501", "TF Serving address (REST "
@@ -28,47 +26,10 @@ _SEED = flags.DEFINE_integer("seed", None, "Use the `bald_seeded` signature with
 flags.mark_flag_as_required("images")
 
 
-def load_images(path: str, channels: int) -> tuple[list[str], np.ndarray]:
-    """(names, images) from a .npy file or a folder of image files."""
-    if os.path.isfile(path) and path.endswith(".npy"):
-        images = np.load(path)
-        return [f"{os.path.basename(path)}[{i}]" for i in range(len(images))], images
-    if os.path.isdir(path):
-        from PIL import Image  # pylint: disable=import-outside-toplevel
-        names = sorted(n for n in os.listdir(path)
-                       if n.lower().endswith((".png", ".jpg", ".jpeg", ".bmp")))
-        if not names:
-            raise ValueError(f"--images={path} holds no .png/.jpg/.jpeg/.bmp files")
-        mode = "L" if channels == 1 else "RGB"
-        arrays = [np.asarray(Image.open(os.path.join(path, n)).convert(mode)) for n in names]
-        shapes = {a.shape for a in arrays}
-        if len(shapes) > 1:
-            raise ValueError(f"images in {path} have different sizes: {sorted(shapes)}")
-        images = np.stack(arrays)
-        return names, images[..., None] if channels == 1 else images
-    raise ValueError(f"--images={path} is neither a .npy file nor a folder")
-
-
-def rank(client, names, images, *, top: int, batch_size: int, seed=None) -> list[dict]:
-    """Scores all images (in batches) and returns the `top` rows, most informative first."""
-    from tf_bgadl.serving.client import prepare_images  # pylint: disable=import-outside-toplevel
-    images = prepare_images(images)
-    signature = "bald" if seed is None else "bald_seeded"
-    scores, classes = [], []
-    for start in range(0, len(images), batch_size):
-        kwargs = {} if seed is None else {"seed": [seed, 0]}
-        out = client.predict(images[start:start + batch_size], signature, **kwargs)
-        scores.append(np.asarray(out["bald"]).reshape(-1))
-        classes.append(np.argmax(np.asarray(out["mean_probabilities"]), axis=-1))
-    scores, classes = np.concatenate(scores), np.concatenate(classes)
-    order = np.argsort(-scores, kind="stable")[:top]
-    return [{"rank": r + 1, "name": names[i], "bald": float(scores[i]),
-             "predicted_class": int(classes[i])} for r, i in enumerate(order)]
-
-
 def main(argv):
     del argv
     from tf_bgadl.serving import client as client_lib  # pylint: disable=import-outside-toplevel
+    from tf_bgadl.serving.ranking import load_images, rank  # pylint: disable=import-outside-toplevel
     try:
         names, images = load_images(_IMAGES.value, _CHANNELS.value)
         if _PROTOCOL.value == "rest":
