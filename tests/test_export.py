@@ -68,6 +68,8 @@ def test_signature_defs_as_tf_serving_reads_them(exported):
         assert set(sigs[name].outputs) == set(serving_export.BALD_OUTPUTS)
         for out in serving_export.BALD_OUTPUTS:
             assert sigs[name].outputs[out].tensor_shape.dim[0].size == -1  # batch-major
+    means = sigs["bald"].outputs["mean_probabilities"]
+    assert [d.size for d in means.tensor_shape.dim] == [-1, 10]
     seed = sigs["bald_seeded"].inputs["seed"]
     assert seed.dtype == tf.int32.as_datatype_enum
     assert [d.size for d in seed.tensor_shape.dim] == [2]

@@ -19,12 +19,19 @@ def _save(fig, path: str) -> None:
 
 
 def plot_accuracy(results: Sequence[dict], path: str, title: str = "") -> None:
-    """Test accuracy against the number of labeled examples, written atomically to `path`."""
+    """Test accuracy against the number of labeled examples, written atomically to `path`.
+
+    For the generative methods a second panel shows the Proposition 2.1 check: the mean
+    acquisition score of the acquired x* and of the generated x' per iteration.
+    """
     import matplotlib  # pylint: disable=import-outside-toplevel
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    generative = [r for r in results if r.get("score_generated") is not None]
+    fig, axes = plt.subplots(1, 2 if generative else 1, figsize=(11 if generative else 6, 4),
+                             dpi=100, squeeze=False)
+    ax = axes[0, 0]
     xs = [r["num_labeled"] for r in results]
     ys = [100.0 * r["test_accuracy"] for r in results]
     ax.plot(xs, ys, marker="o", markersize=3)
@@ -32,6 +39,18 @@ def plot_accuracy(results: Sequence[dict], path: str, title: str = "") -> None:
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
+    if generative:
+        ax = axes[0, 1]
+        its = [r["iteration"] for r in generative]
+        ax.plot(its, [r["score_acquired"] for r in generative], marker="o", markersize=3,
+                label="acquired x*")
+        ax.plot(its, [r["score_generated"] for r in generative], marker="s", markersize=3,
+                label="generated x'")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("mean acquisition score")
+        ax.set_title("informativeness of x* and x' (Proposition 2.1)")
+        ax.legend()
+        ax.grid(True, alpha=0.3)
     _save(fig, path)
 
 

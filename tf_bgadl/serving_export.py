@@ -43,7 +43,9 @@ def build_archive(classifier, image_shape, mc_samples: int) -> keras.export.Expo
         return {"probabilities": probs, "classes": tf.argmax(probs, axis=-1)}
 
     def bald_seeded(images, seed):
-        return bald_outputs(classifier.mc_probabilities(images, mc_samples, seed=seed))
+        probs = classifier.mc_probabilities(images, mc_samples, seed=seed)
+        # A static class dimension, so the SignatureDef says [-1, K].
+        return bald_outputs(tf.ensure_shape(probs, [None, mc_samples, classifier.num_classes]))
 
     def bald(images):
         # seed=seed2=0: a fresh nondeterministic seed at every execution, so masks differ
