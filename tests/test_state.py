@@ -48,3 +48,20 @@ def test_json_round_trip_and_atomic_files(tmp_path):
     state_lib.write_jsonl(str(tmp_path / "r.jsonl"), rows)
     assert state_lib.read_jsonl(str(tmp_path / "r.jsonl")) == rows
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl", "state.json"]  # no temp left
+
+
+def test_generated_set_round_trip_and_truncation(tmp_path):
+    g = state_lib.GeneratedSet.empty((2, 2, 1))
+    g = g.add(np.full((3, 2, 2, 1), 7, np.uint8), [1, 2, 3], [10, 11, 12], iteration=1)
+    g = g.add(np.full((2, 2, 2, 1), 9, np.uint8), [4, 5], [13, 14], iteration=2)
+    path = str(tmp_path / "generated.npz")
+    g.save(path)
+    again = state_lib.GeneratedSet.load(path, 5)
+    assert len(again) == 5 and again.source_ids.tolist() == [10, 11, 12, 13, 14]
+    assert again.iterations.tolist() == [1, 1, 1, 2, 2] and again.images.dtype == np.uint8
+    # A run killed after saving iteration 2's samples but before its state: keep iteration 1's.
+    earlier = state_lib.GeneratedSet.load(path, 3)
+    assert earlier.labels.tolist() == [1, 2, 3]
+    with pytest.raises(ValueError, match="holds 5 generated samples"):
+        state_lib.GeneratedSet.load(path, 6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["generated.npz"]
