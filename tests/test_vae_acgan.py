@@ -111,3 +111,38 @@ def test_fit_builds_from_images_and_trains_under_mirrored(digits):
     history = model.fit(ds.batch(20), epochs=2, verbose=0, shuffle=False).history
     assert np.isfinite(history["generator_loss"][-1])
     assert model(tf.constant(x[:3])).shape == (3, 10)
+
+
+def test_generative_networks_never_see_stored_generated_rows(digits):
+    """Changing the stored x' rows of a batch changes only the classifier's update."""
+    x, (y, g) = _batch(digits, n=32, generated=12)
+    mask = tf.cast(g, tf.float32)[:, None, None, None]
+    variants = [x * (1 - mask), x * (1 - mask) + mask]  # x' rows all black vs all white
+    reference = _model(tf.distribute.get_strategy(), seed=3).get_weights()
+    weights = []
+    for images in variants:
+        model = _model(tf.distribute.get_strategy(), seed=3)
+        model.set_weights(reference)
+        model.reseed(3)
+        for layer in model.classifier.mc_dropout_layers:
+            layer.reseed(5)
+        model.train_step((images, (y, g)))
+        weights.append({name: [v.numpy() for v in net.weights] for name, net in
+                        [("encoder", model.encoder), ("generator", model.generator),
+                         ("discriminator", model.discriminator),
+                         ("classifier", model.classifier)]})
+    for name in ("encoder", "generator", "discriminator"):
+        for a, b in zip(weights[0][name], weights[1][name]):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)
+    assert any(not np.allclose(a, b) for a, b in zip(weights[0]["classifier"],
+                                                     weights[1]["classifier"]))
+
+
+def test_a_batch_without_real_rows_trains_only_the_classifier(digits):
+    model = _model(tf.distribute.get_strategy())
+    before = {n: [v.numpy().copy() for v in vs] for n, vs in model.networks().items()}
+    logs = model.train_step(_batch(digits, n=16, generated=16))
+    assert all(np.isfinite(float(v)) for v in logs.values())
+    assert float(logs["generator_loss"]) == 0.0 and float(logs["discriminator_loss"]) == 0.0
+    assert any(not np.array_equal(b, v.numpy())
+               for b, v in zip(before["classifier"], model.networks()["classifier"]))

@@ -18,7 +18,7 @@ g(e(x), y), `fake` is g(z, y) with z ~ N(0, I):
   classifier:     CE(C(x), y) + lambda [CE(C(fake), y) + CE(C(rec), y)]  (generation="online")
                   CE on real rows + lambda CE on stored generated rows      (generation="persisted")
 With `use_encoder=False` (the ACGAN of BDA) the encoder and every `rec` term are dropped.
-The generative losses only see real (oracle-labeled) rows of a batch.
+e, g and d only ever see the real (oracle-labeled) rows of a batch, never stored x'.
 """
 
 from __future__ import annotations
@@ -220,45 +220,57 @@ class VAEACGAN(keras.Model):
         images, (labels, is_generated) = data
         labels = tf.cast(labels, tf.int32)
         real = 1.0 - tf.cast(is_generated, tf.float32)
-        batch = tf.shape(images)[0]
-        y = tf.one_hot(labels, self.num_classes)
         replicas = tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, tf.float32)
         lam = self.gen_loss_weight
-        ce = lambda logits: keras.losses.sparse_categorical_crossentropy(  # noqa: E731
-            labels, logits, from_logits=True)
+        ce = lambda y_true, logits: keras.losses.sparse_categorical_crossentropy(  # noqa: E731
+            y_true, logits, from_logits=True)
         bce = lambda logits, target: keras.losses.binary_crossentropy(  # noqa: E731
             tf.fill(tf.shape(logits), target), logits, from_logits=True)
         pixel_mse = lambda a, b: tf.reduce_mean(tf.square(a - b), axis=[1, 2, 3])  # noqa: E731
-        z = self.sample_latent(batch)
+
+        # e, g and d see only the real rows: stored x' in their batches would shift the
+        # BatchNorm statistics of the "real" batch and hand d an easy tell (measured: d's loss
+        # collapses and reconstructions get worse). A batch without real rows contributes no
+        # generative loss (weight 0; the full batch stands in so that shapes stay non-empty).
+        is_real = real > 0.5
+        has_real = tf.reduce_any(is_real)
+        x_gan = tf.cond(has_real, lambda: tf.boolean_mask(images, is_real), lambda: images)
+        y_gan = tf.cond(has_real, lambda: tf.boolean_mask(labels, is_real), lambda: labels)
+        gan_weight = tf.cast(has_real, tf.float32)
+        y_onehot = tf.one_hot(y_gan, self.num_classes)
+        z = self.sample_latent(tf.shape(x_gan)[0])
 
         with tf.GradientTape(persistent=True) as tape:
-            fake = self.generator([z, y], training=True)
-            d_real = self.discriminator(images, training=True)
+            fake = self.generator([z, y_onehot], training=True)
+            d_real = self.discriminator(x_gan, training=True)
             d_fake = self.discriminator(fake, training=True)
             c_real = self.classifier(images, training=True)
             c_fake = self.classifier(fake, training=True)
             losses = {}
-            c_loss_real = ce(c_real)
+            c_loss_real = ce(labels, c_real)
             if self.generation == "persisted":
                 weights = real + lam * (1.0 - real)
                 c_loss = tf.reduce_sum(weights * c_loss_real) / tf.reduce_sum(weights)
             else:
-                c_loss = _masked_mean(c_loss_real + lam * ce(c_fake), real)
-            g_loss = _masked_mean(bce(d_fake, 1.0) + ce(c_fake), real)
-            d_loss = _masked_mean(bce(d_real, 1.0) + bce(d_fake, 0.0), real)
+                c_loss = (_masked_mean(c_loss_real, real)
+                          + lam * gan_weight * tf.reduce_mean(ce(y_gan, c_fake)))
+            g_loss = gan_weight * tf.reduce_mean(bce(d_fake, 1.0) + ce(y_gan, c_fake))
+            d_loss = gan_weight * tf.reduce_mean(bce(d_real, 1.0) + bce(d_fake, 0.0))
             if self.use_encoder:
-                z_enc, z_mean, z_log_var = self.encode(images, training=True)
-                rec = self.generator([z_enc, y], training=True)
-                rec_mse = pixel_mse(rec, images)
+                z_enc, z_mean, z_log_var = self.encode(x_gan, training=True)
+                rec = self.generator([z_enc, y_onehot], training=True)
+                rec_mse = pixel_mse(rec, x_gan)
                 posterior = tfp.distributions.Normal(z_mean, tf.exp(0.5 * z_log_var))
                 prior = tfp.distributions.Normal(tf.zeros_like(z_mean), tf.ones_like(z_mean))
                 kl = tf.reduce_sum(tfp.distributions.kl_divergence(posterior, prior), axis=-1)
                 kl = kl / float(math.prod(self.image_shape))
-                e_loss = _masked_mean(rec_mse + kl, real)
-                g_loss += 0.75 * _masked_mean(rec_mse, real)
-                d_loss += _masked_mean(bce(self.discriminator(rec, training=True), 0.0), real)
+                e_loss = gan_weight * tf.reduce_mean(rec_mse + kl)
+                g_loss += 0.75 * gan_weight * tf.reduce_mean(rec_mse)
+                d_loss += gan_weight * tf.reduce_mean(
+                    bce(self.discriminator(rec, training=True), 0.0))
                 if self.generation == "online":
-                    c_loss += lam * _masked_mean(ce(self.classifier(rec, training=True)), real)
+                    c_loss += lam * gan_weight * tf.reduce_mean(
+                        ce(y_gan, self.classifier(rec, training=True)))
                 losses["encoder"] = e_loss
             losses.update(classifier=c_loss, generator=g_loss, discriminator=d_loss)
             # Plain (non-Keras-loss) functions: divide by the replica count, since gradients
@@ -276,8 +288,8 @@ class VAEACGAN(keras.Model):
                   "discriminator_loss": d_loss, "accuracy": accuracy}
         if self.use_encoder:
             values.update(encoder_loss=losses["encoder"],
-                          reconstruction_mse=_masked_mean(rec_mse, real),
-                          kl=_masked_mean(kl, real))
+                          reconstruction_mse=gan_weight * tf.reduce_mean(rec_mse),
+                          kl=gan_weight * tf.reduce_mean(kl))
         for name, value in values.items():
             self.trackers[name].update_state(value)
         return {name: tracker.result() for name, tracker in self.trackers.items()}
