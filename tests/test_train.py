@@ -24,13 +24,13 @@ def _results(workdir):
 def test_train_end_to_end_under_mirrored_strategy(data_dir, tmp_path):
     workdir = str(tmp_path / "run")
     proc = run_module("tf_bgadl.train", *TINY, f"--data_dir={data_dir}", f"--workdir={workdir}",
-                      "--model=resnet18", "--width_multiplier=0.125", "--iterations=2",
+                      "--model=resnet18", "--width_multiplier=0.125", "--iterations=1",
                       "--strategy=mirrored", "--num_cpu_devices=2",
                       f"--export_base={tmp_path / 'models'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "MirroredStrategy with 2 replica(s)" in proc.stderr
     rows = _results(workdir)
-    assert [r["num_labeled"] for r in rows] == [20, 30, 40]
+    assert [r["num_labeled"] for r in rows] == [20, 30]
     for r in rows:
         assert {"iteration", "num_labeled", "test_accuracy", "acquired_ids", "mean_score",
                 "seconds"} <= set(r)
@@ -40,9 +40,8 @@ def test_train_end_to_end_under_mirrored_strategy(data_dir, tmp_path):
     assert config["strategy"] == "mirrored" and config["model"]["name"] == "resnet18"
     assert os.path.getsize(os.path.join(workdir, "accuracy.png")) > 1000
     assert "epoch 2/2" in proc.stderr  # progress is logged
-    assert sorted(os.listdir(os.path.join(workdir, "samples"))) == ["iter_0001.png",
-                                                                     "iter_0002.png"]
-    assert [r["num_generated"] for r in rows] == [0, 10, 20]  # vaeacgan is the default method
+    assert os.listdir(os.path.join(workdir, "samples")) == ["iter_0001.png"]
+    assert [r["num_generated"] for r in rows] == [0, 10]  # vaeacgan is the default method
     # --export_base exports the final classifier for TF Serving.
     assert os.listdir(tmp_path / "models" / "tf_bgadl") == ["1"]
     assert os.path.exists(tmp_path / "models" / "tf_bgadl" / "1" / "saved_model.pb")
