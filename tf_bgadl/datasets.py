@@ -87,6 +87,12 @@ def balanced_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
+def _examples(images, labels):
+    """tfds examples (key, {"image", "label"}) keyed by position, so the order is fixed."""
+    for index, (image, label) in enumerate(zip(images, labels)):
+        yield index, {"image": image, "label": int(label)}
+
+
 def _image_classification_info(builder, shape, num_classes, description, homepage):
     return tfds.core.DatasetInfo(
         builder=builder,
@@ -134,8 +140,7 @@ class _SplitArraysBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                 "test": self._generate_examples(images[test], labels[test])}
 
     def _generate_examples(self, images, labels):
-        for index, (image, label) in enumerate(zip(images, labels)):
-            yield index, {"image": image, "label": int(label)}
+        return _examples(images, labels)
 
 
 class Mnist5k(_SplitArraysBuilder, skip_registration=True):
@@ -185,12 +190,8 @@ class _IdxMixin:
             if images.ndim != 3 or images.shape[0] != labels.shape[0]:
                 raise ValueError(f"IDX files in {self.idx_dir!r} do not match: images "
                                  f"{images.shape}, labels {labels.shape}")
-            splits[split] = self._generate_from_arrays(images[..., None], labels)
+            splits[split] = _examples(images[..., None], labels)
         return splits
-
-    def _generate_from_arrays(self, images, labels):
-        for index, (image, label) in enumerate(zip(images, labels)):
-            yield index, {"image": image, "label": int(label)}
 
 
 class IdxMnist(_IdxMixin, tfds_mnist.MNIST, skip_registration=True):

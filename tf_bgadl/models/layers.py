@@ -6,6 +6,11 @@ import keras
 import tensorflow as tf
 
 
+def reseed_generator(generator: keras.random.SeedGenerator, seed: int) -> None:
+    """Restarts a Keras SeedGenerator's sequence from `seed`."""
+    generator.state.assign(keras.ops.convert_to_tensor([seed, 0], dtype=generator.state.dtype))
+
+
 @keras.saving.register_keras_serializable(package="tf_bgadl")
 class MCDropout(keras.layers.Layer):
     """Dropout that samples when training *or* when MC scoring asks for it.
@@ -42,8 +47,7 @@ class MCDropout(keras.layers.Layer):
 
     def reseed(self, seed: int) -> None:
         """Restarts the mask sequence from `seed` (reproducible scoring, whatever ran before)."""
-        state = self.seed_generator.state
-        state.assign(keras.ops.convert_to_tensor([seed, 0], dtype=state.dtype))
+        reseed_generator(self.seed_generator, seed)
 
     def compute_output_shape(self, input_shape):
         return input_shape

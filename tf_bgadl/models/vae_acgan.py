@@ -29,6 +29,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tf_bgadl.models.layers import reseed_generator
+
 GENERATIONS = ("persisted", "online")
 
 
@@ -173,8 +175,7 @@ class VAEACGAN(keras.Model):
 
     def reseed(self, seed: int) -> None:
         """Restarts the latent-noise sequence from `seed`."""
-        state = self.seed_generator.state
-        state.assign(keras.ops.convert_to_tensor([seed, 0], dtype=state.dtype))
+        reseed_generator(self.seed_generator, seed)
 
     def _replica_normal(self, batch_size, dim):
         """N(0, I) noise [B, dim] for this replica's rows of the global batch.
