@@ -21,7 +21,9 @@ import os
 import shutil
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from tf_bgadl import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder written by tf_bgadl.train.")
 _EXPORT_BASE = flags.DEFINE_string("export_base", None, "TF Serving model base folder.")
@@ -46,4 +48,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from tf_bgadl import cli
 from tf_bgadl import config as config_lib
 
 _DATASET = flags.DEFINE_enum("dataset", None, config_lib.DATASETS, "Data set to prepare.")
@@ -32,4 +33,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

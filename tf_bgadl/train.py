@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from tf_bgadl import cli
 from tf_bgadl import config as config_lib
 
 _DATASET = flags.DEFINE_enum("dataset", "mnist5k", config_lib.DATASETS, "Data set.")
@@ -95,7 +96,7 @@ def main(argv):
     except config_lib.ConfigError as e:
         sys.exit(f"error: {e}")
     # TensorFlow is imported only after the config is known to be valid.
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    tf = cli.import_tensorflow()
     from tf_bgadl import data, experiment, serving_export  # pylint: disable=import-outside-toplevel
 
     experiment.configure_cpu_devices(_NUM_CPU_DEVICES.value)
@@ -116,4 +117,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from tf_bgadl import cli
 
 _SERVER = flags.DEFINE_string("server", "http://localhost:8501", "TF Serving address (REST "
                               "http://host:8501, gRPC host:8500).")
@@ -46,4 +48,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
