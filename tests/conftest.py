@@ -37,8 +37,8 @@ def digits(data_dir):
     return data.load_dataset("digits", data_dir)
 
 
-def run_module(module, *args, timeout=600, env=None):
+def run_module(module, *args, timeout=600, env=None, unset_env=()):
     """Runs `python -m module args...` from the repository root; returns CompletedProcess."""
-    full_env = {**os.environ, **(env or {})}
+    full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset_env}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=full_env,
                           capture_output=True, text=True, timeout=timeout)

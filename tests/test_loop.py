@@ -128,3 +128,31 @@ def test_nan_scores_stop_the_run(tmp_path):
                                   score=lambda m, ids, x, i: np.full(len(ids), np.nan))
     with pytest.raises(ValueError, match="NaN"):
         loop.run(_config(), str(tmp_path), _dataset(), learner)
+
+
+def test_validation_split_is_held_out_at_every_iteration(tmp_path):
+    ds, fake = _dataset(), FakeLearner()
+    config = dataclasses.replace(_config(), data=DataConfig(
+        dataset="digits", initial_per_class=2, validation_per_class=3))
+    evaluated = []
+    learner = fake.learner()
+
+    def evaluate(model, images, labels):
+        evaluated.append(len(labels))
+        return 0.25 if len(labels) == 12 else 0.5
+
+    logged = []
+    results = loop.run(config, str(tmp_path), ds, dataclasses.replace(learner, evaluate=evaluate),
+                       on_iteration=lambda row, png: logged.append((row["iteration"], png)))
+    assert [r["validation_accuracy"] for r in results] == [0.25] * 5
+    assert [r["test_accuracy"] for r in results] == [0.5] * 5
+    assert evaluated == [10, 12] * 5  # test split, then the 4 x 3 validation examples
+    assert logged == [(i, None) for i in range(5)]
+    validation = set(json.load(open(tmp_path / "state.json"))["validation_ids"])
+    assert len(validation) == 12
+    assert np.bincount(ds.y_train[sorted(validation)]).tolist() == [3, 3, 3, 3]
+    for ids, _ in fake.scored:                  # never scored, so never acquired
+        assert not validation & set(ids.tolist())
+    for r in results:
+        assert not validation & set(r["acquired_ids"])
+        assert r["num_pool"] == 200 - 12 - r["num_labeled"]

@@ -16,7 +16,7 @@ def test_initial_state_is_balanced_disjoint_and_seeded():
 
 
 def test_initial_state_refuses_too_few_examples():
-    with pytest.raises(ValueError, match="class 1 has 2 training examples"):
+    with pytest.raises(ValueError, match="class 1 has 2 training examples left"):
         state_lib.initial_state(np.array([0, 0, 0, 1, 1]), 3, seed=0)
 
 
@@ -65,3 +65,22 @@ def test_generated_set_round_trip_and_truncation(tmp_path):
     with pytest.raises(ValueError, match="holds 5 generated samples"):
         state_lib.GeneratedSet.load(path, 6)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["generated.npz"]
+
+
+def test_validation_split_is_balanced_disjoint_and_keeps_the_labeled_draw():
+    labels = np.repeat(np.arange(4), 25)
+    plain = state_lib.initial_state(labels, 3, seed=7)
+    s = state_lib.initial_state(labels, 3, seed=7, validation_per_class=5)
+    np.testing.assert_array_equal(s.labeled_ids, plain.labeled_ids)
+    assert np.bincount(labels[s.validation_ids], minlength=4).tolist() == [5, 5, 5, 5]
+    assert len(s.labeled_ids) + len(s.pool_ids) + len(s.validation_ids) == len(labels)
+    assert not np.intersect1d(s.validation_ids, s.pool_ids).size
+    assert not np.intersect1d(s.validation_ids, s.labeled_ids).size
+    t = s.acquire(s.pool_ids[:4])
+    np.testing.assert_array_equal(t.validation_ids, s.validation_ids)
+    with pytest.raises(ValueError, match="not in the pool"):
+        t.acquire(s.validation_ids[:1])
+    restored = state_lib.ActiveLearningState.from_json(t.to_json())
+    np.testing.assert_array_equal(restored.validation_ids, t.validation_ids)
+    with pytest.raises(ValueError, match="pool_ids and validation_ids overlap"):
+        state_lib.ActiveLearningState(0, [0], [1, 2], [2])

@@ -16,6 +16,17 @@ TINY = ["--dataset=digits", "--initial_per_class=2", "--acquire_per_iteration=10
         "--score_batch_size=64", "--latent_dim=8", "--gan_width_multiplier=0.25"]
 
 
+def _event_tags(logdir):
+    """{tag: [steps]} of every event file under `logdir`."""
+    import tensorflow as tf
+    tags = {}
+    for name in sorted(os.listdir(logdir)):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(logdir, name)):
+            for value in event.summary.value:
+                tags.setdefault(value.tag, []).append(event.step)
+    return tags
+
+
 def _results(workdir):
     with open(os.path.join(workdir, "results.jsonl")) as f:
         return [json.loads(line) for line in f]
@@ -25,8 +36,8 @@ def test_train_end_to_end_under_mirrored_strategy(data_dir, tmp_path):
     workdir = str(tmp_path / "run")
     proc = run_module("tf_bgadl.train", *TINY, f"--data_dir={data_dir}", f"--workdir={workdir}",
                       "--model=resnet18", "--width_multiplier=0.125", "--iterations=1",
-                      "--strategy=mirrored", "--num_cpu_devices=2",
-                      f"--export_base={tmp_path / 'models'}")
+                      "--strategy=mirrored", "--num_cpu_devices=2", "--validation_per_class=3",
+                      f"--export_base={tmp_path / 'models'}", unset_env=["TF_CPP_MIN_LOG_LEVEL"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "MirroredStrategy with 2 replica(s)" in proc.stderr
     rows = _results(workdir)
@@ -40,6 +51,21 @@ def test_train_end_to_end_under_mirrored_strategy(data_dir, tmp_path):
     assert config["strategy"] == "mirrored" and config["model"]["name"] == "resnet18"
     assert os.path.getsize(os.path.join(workdir, "accuracy.png")) > 1000
     assert "epoch 2/2" in proc.stderr  # progress is logged
+    assert "train_accuracy=" in proc.stderr and " accuracy=" not in proc.stderr
+    # TensorFlow's C++ start-up noise is hidden (TF_CPP_MIN_LOG_LEVEL is unset here).
+    assert "oneDNN" not in proc.stderr and "cuInit" not in proc.stderr
+    assert all(0.0 <= r["validation_accuracy"] <= 1.0 for r in rows)
+    state = json.load(open(os.path.join(workdir, "state.json")))
+    assert len(state["validation_ids"]) == 30
+    # TensorBoard: per-iteration scalars at step = oracle labels, per-epoch training metrics,
+    # and the sample grid.
+    tags = _event_tags(os.path.join(workdir, "tensorboard"))
+    assert {"test/accuracy", "validation/accuracy", "acquisition/mean_score",
+            "generation/reconstruction_error", "generation/score_acquired",
+            "generation/score_generated", "generation/samples",
+            "train/classifier_loss", "train/generator_loss", "train/accuracy"} <= set(tags)
+    assert tags["test/accuracy"] == [20, 30] and tags["generation/samples"] == [30]
+    assert tags["train/classifier_loss"] == [1, 2, 3, 4]  # 2 epochs x 2 iterations
     assert os.listdir(os.path.join(workdir, "samples")) == ["iter_0001.png"]
     assert [r["num_generated"] for r in rows] == [0, 10]  # vaeacgan is the default method
     # --export_base exports the final classifier for TF Serving.
@@ -83,6 +109,8 @@ def test_same_seed_same_acquisitions_and_resume_after_kill(data_dir, tmp_path):
     (["--pool_subset=5000"], "--pool_subset=5000 is larger than the pool"),
     (["--dataset=cifar10"], "tf_bgadl.prepare_data --dataset=cifar10"),
     (["--model=vgg"], "flag --model=vgg"),
+    (["--validation_per_class=-1"], "--validation_per_class=-1 must be >= 0"),
+    (["--validation_per_class=200"], "exceeds the 139 training examples of the smallest class"),
 ])
 def test_bad_input_is_a_clear_error_before_training(data_dir, tmp_path, flags, message):
     start = time.time()

@@ -34,6 +34,8 @@ class DataConfig:
     data_dir: str = ""  # empty: tfds' default (~/tensorflow_datasets or $TFDS_DATA_DIR)
     manual_dir: str = ""  # folder of IDX files for the MNIST family, prepared offline
     initial_per_class: int = 10
+    # Class-balanced validation examples per class, held out of the pool and never acquired.
+    validation_per_class: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +163,9 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
         ("gan_learning_rate", config.generator.learning_rate),
     ]:
         _check_positive(name, value)
+    if config.data.validation_per_class < 0:
+        raise ConfigError(f"--validation_per_class={config.data.validation_per_class} must be "
+                          ">= 0 (0: no validation split)")
     if config.iterations < 0:
         raise ConfigError(f"--iterations={config.iterations} must be >= 0")
     if config.train.weight_decay_numerator < 0:
@@ -186,20 +191,37 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
     return config
 
 
-def check_against_data(config: ExperimentConfig, *, num_train: int, num_classes: int) -> None:
-    """Checks the sizes that depend on the data set (raises `ConfigError`)."""
-    initial = config.data.initial_per_class * num_classes
-    pool = num_train - initial
+def check_against_data(config: ExperimentConfig, *, num_train: int, num_classes: int,
+                       min_class_count: int | None = None) -> None:
+    """Checks the sizes that depend on the data set (raises `ConfigError`).
+
+    Args:
+      config: the run's config.
+      num_train: training examples in the data set.
+      num_classes: classes.
+      min_class_count: training examples of the smallest class, when known.
+    """
+    data = config.data
+    initial = data.initial_per_class * num_classes
+    validation = data.validation_per_class * num_classes
+    held = initial + validation
+    if min_class_count is not None and data.initial_per_class + data.validation_per_class \
+            > min_class_count:
+        raise ConfigError(
+            f"--initial_per_class={data.initial_per_class} + --validation_per_class="
+            f"{data.validation_per_class} exceeds the {min_class_count} training examples of the "
+            f"smallest class of {data.dataset}")
+    pool = num_train - held
     if pool <= 0:
         raise ConfigError(
-            f"--initial_per_class={config.data.initial_per_class} x {num_classes} classes = "
-            f"{initial} labeled examples leaves no pool ({config.data.dataset} has {num_train} "
-            "training examples)")
+            f"--initial_per_class={data.initial_per_class} and --validation_per_class="
+            f"{data.validation_per_class} x {num_classes} classes = {held} held examples leave "
+            f"no pool ({data.dataset} has {num_train} training examples)")
     if config.acquisition.pool_subset > pool:
         raise ConfigError(
             f"--pool_subset={config.acquisition.pool_subset} is larger than the pool "
-            f"({pool} = {num_train} training examples of {config.data.dataset} - {initial} "
-            "initially labeled)")
+            f"({pool} = {num_train} training examples of {data.dataset} - {initial} "
+            f"initially labeled - {validation} for validation)")
     needed = config.iterations * config.acquisition.acquire_per_iteration
     if needed > pool:
         raise ConfigError(

@@ -10,7 +10,7 @@ from absl import logging
 from tf_bgadl import config as config_lib
 from tf_bgadl import data as data_lib
 from tf_bgadl import augment as augment_lib
-from tf_bgadl import inference, loop, training
+from tf_bgadl import event_log, inference, loop, training
 from tf_bgadl.models import MCClassifier, build_classifier
 from tf_bgadl.models.vae_acgan import VAEACGAN
 
@@ -47,9 +47,11 @@ def classifier_of(model) -> MCClassifier:
 
 
 def make_learner(config: config_lib.ExperimentConfig, image_shape: tuple[int, int, int],
-                 num_classes: int, strategy: tf.distribute.Strategy) -> loop.Learner:
+                 num_classes: int, strategy: tf.distribute.Strategy,
+                 events: event_log.EventLog | None = None) -> loop.Learner:
     """The Learner of `config.acquisition.method`: classifier alone, with PMDA, or jointly
-    trained with a VAE-ACGAN / ACGAN. Weights are seeded by (seed, iteration)."""
+    trained with a VAE-ACGAN / ACGAN. Weights are seeded by (seed, iteration); per-epoch
+    training metrics go to `events` when given."""
     method = config.acquisition.method
     generator_kind = config_lib.METHOD_GENERATOR.get(method)
     gen = config.generator
@@ -94,9 +96,11 @@ def make_learner(config: config_lib.ExperimentConfig, image_shape: tuple[int, in
                    else (labels, np.asarray(is_generated, np.float32)))
         augment = (augment_lib.make_pmda(config.data.dataset, iteration_seed(iteration, 31))
                    if method == "pmda" else None)
+        callbacks = ([events.epoch_callback(iteration, config.train.epochs)]
+                     if events is not None else [])
         return training.fit_classifier(model, images, targets, config.train,
                                        seed=iteration_seed(iteration), augment=augment,
-                                       log_prefix=f"iteration {iteration}")
+                                       log_prefix=f"iteration {iteration}", callbacks=callbacks)
 
     def evaluate(model, images, labels):
         return training.evaluate_accuracy(classifier_of(model), images, labels,
@@ -131,7 +135,9 @@ def train_and_evaluate(config: config_lib.ExperimentConfig, workdir: str,
                  strategy.num_replicas_in_sync)
     dataset = data_lib.load_dataset(config.data.dataset, config.data.data_dir,
                                     config.data.manual_dir)
-    config_lib.check_against_data(config, num_train=len(dataset.y_train),
-                                  num_classes=dataset.num_classes)
-    return loop.run(config, workdir, dataset,
-                    make_learner(config, dataset.image_shape, dataset.num_classes, strategy))
+    config_lib.check_against_data(
+        config, num_train=len(dataset.y_train), num_classes=dataset.num_classes,
+        min_class_count=int(np.bincount(dataset.y_train, minlength=dataset.num_classes).min()))
+    events = event_log.EventLog(workdir)
+    learner = make_learner(config, dataset.image_shape, dataset.num_classes, strategy, events)
+    return loop.run(config, workdir, dataset, learner, on_iteration=events.iteration)

@@ -14,6 +14,7 @@ Workdir layout:
   samples/iter_NNNN.png         acquired x* next to generated x', per class
   checkpoints/classifier_NNNN.weights.h5   classifier of the last finished iteration
   accuracy.png                  test accuracy against the number of labeled examples
+  tensorboard/                  event files (written by the caller's `on_iteration`)
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class Learner:
         warm-started from `previous`; num_examples counts labeled plus generated rows.
       fit: (model, images uint8 [L,H,W,C], labels [L], is_generated bool [L], iteration) ->
         training metrics dict.
-      evaluate: (model, images, labels) -> test accuracy.
+      evaluate: (model, images, labels) -> accuracy (on the test or the validation split).
       score: (model, ids [P], images [P,H,W,C], iteration) -> acquisition scores [P] tied to
         `ids`, a function of the model's weights, the images and the iteration only.
       generate: (model, images uint8 [K,H,W,C], labels [K], iteration) -> generated uint8
@@ -168,21 +169,35 @@ def _generate(workdir, learner, model, dataset, acquired, generated, iteration):
     extra = {"reconstruction_error": float(distance.mean()),
              "score_acquired": float(scores[:len(acquired)].mean()),
              "score_generated": float(scores[len(acquired):].mean())}
-    plot_sample_grid(x_star, x_prime, y_star,
-                     os.path.join(workdir, "samples", f"iter_{iteration:04d}.png"),
+    plot_sample_grid(x_star, x_prime, y_star, samples_path(workdir, iteration),
                      title=f"iteration {iteration}: acquired x* | generated x'")
     if learner.persist_generated:
         generated = generated.add(x_prime, y_star, acquired, iteration)
     return generated, extra
 
 
+def samples_path(workdir: str, iteration: int) -> str:
+    """The x* | x' grid of `iteration` (generative methods)."""
+    return os.path.join(workdir, "samples", f"iter_{iteration:04d}.png")
+
+
 def run(config: ExperimentConfig, workdir: str, dataset: ArrayDataset,
-        learner: Learner) -> list[dict]:
+        learner: Learner,
+        on_iteration: Callable[[dict, str | None], None] | None = None) -> list[dict]:
     """Runs (or resumes) active learning for `config.iterations` acquisition iterations.
 
     Iteration 0 trains on the initial balanced labeled set; each later iteration scores the pool
     with the previous iteration's classifier, acquires, retrains from fresh weights and
-    evaluates the final weights on the whole test split.
+    evaluates the final weights on the whole test split (and on the validation split, when
+    `config.data.validation_per_class` holds one out; it is never acquired or trained on).
+
+    Args:
+      config: the run's config.
+      workdir: the run's folder.
+      dataset: the data set in memory.
+      learner: what the loop does with models.
+      on_iteration: called after each finished (checkpointed) iteration with its results line
+        and the path of its sample grid (None without generation), e.g. to write TensorBoard.
 
     Returns:
       One results dict per finished iteration (also in `<workdir>/results.jsonl`).
@@ -196,7 +211,8 @@ def run(config: ExperimentConfig, workdir: str, dataset: ArrayDataset,
     state, generated, results, weights = load_progress(workdir, dataset.image_shape)
     model = None
     if state is None:
-        state = initial_state(dataset.y_train, config.data.initial_per_class, config.seed)
+        state = initial_state(dataset.y_train, config.data.initial_per_class, config.seed,
+                              config.data.validation_per_class)
         next_iteration = 0
     else:
         logging.info("Resuming %s after iteration %d (%d labeled)", workdir, state.iteration,
@@ -222,11 +238,17 @@ def run(config: ExperimentConfig, workdir: str, dataset: ArrayDataset,
         model = learner.build(iteration, len(labels), model if config.warm_start else None)
         train_metrics = learner.fit(model, images, labels, is_generated, iteration)
         accuracy = learner.evaluate(model, dataset.x_test, dataset.y_test)
+        validation = {}
+        if len(state.validation_ids):
+            validation["validation_accuracy"] = float(learner.evaluate(
+                model, dataset.x_train[state.validation_ids],
+                dataset.y_train[state.validation_ids]))
         row = {
             "iteration": iteration,
             "num_labeled": int(len(labeled)),
             "num_pool": int(len(state.pool_ids)),
             "test_accuracy": float(accuracy),
+            **validation,
             "acquired_ids": acquired.tolist(),
             "mean_score": None if scores is None else float(np.mean(scores)),
             "num_generated": len(generated),
@@ -239,7 +261,10 @@ def run(config: ExperimentConfig, workdir: str, dataset: ArrayDataset,
         plot_accuracy(results, os.path.join(workdir, "accuracy.png"),
                       title=f"{config.data.dataset} / {config.model.name} / "
                             f"{config.acquisition.method}")
-        logging.info("iteration %d/%d: %d labeled, test accuracy %.4f, mean score %s (%.1fs)",
+        if on_iteration is not None:
+            on_iteration(row, samples_path(workdir, iteration) if extra else None)
+        logging.info("iteration %d/%d: %d labeled, test accuracy %.4f%s, mean score %s (%.1fs)",
                      iteration, config.iterations, row["num_labeled"], accuracy,
+                     "".join(f", validation accuracy {v:.4f}" for v in validation.values()),
                      "-" if scores is None else f"{row['mean_score']:.4f}", row["seconds"])
     return results

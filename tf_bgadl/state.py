@@ -45,31 +45,38 @@ def read_jsonl(path: str) -> list[dict]:
 
 @dataclasses.dataclass(frozen=True)
 class ActiveLearningState:
-    """Which training ids are labeled and which are in the pool after `iteration`.
+    """Which training ids are labeled, in the pool, or held out for validation after `iteration`.
 
-    Invariants (checked on construction): ids are unique, the two sets are disjoint.
+    Invariants (checked on construction): ids are unique; the labeled set, the pool and the
+    validation set are pairwise disjoint. Validation ids are never acquired.
     """
 
     iteration: int
     labeled_ids: np.ndarray  # int64 [L], in acquisition order
     pool_ids: np.ndarray  # int64 [P], sorted
+    validation_ids: np.ndarray = dataclasses.field(
+        default_factory=lambda: np.zeros(0, np.int64))  # int64 [V], sorted
 
     def __post_init__(self):
-        labeled = np.asarray(self.labeled_ids, np.int64)
-        pool = np.asarray(self.pool_ids, np.int64)
-        object.__setattr__(self, "labeled_ids", labeled)
-        object.__setattr__(self, "pool_ids", pool)
-        if len(np.unique(labeled)) != len(labeled) or len(np.unique(pool)) != len(pool):
-            raise ValueError("labeled and pool ids must be unique")
-        overlap = np.intersect1d(labeled, pool)
-        if overlap.size:
-            raise ValueError(f"labeled and pool ids overlap: {overlap[:10].tolist()}")
+        sets = {}
+        for name in ("labeled_ids", "pool_ids", "validation_ids"):
+            ids = np.asarray(getattr(self, name), np.int64).reshape(-1)
+            object.__setattr__(self, name, ids)
+            if len(np.unique(ids)) != len(ids):
+                raise ValueError(f"{name} must be unique")
+            sets[name] = ids
+        names = list(sets)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                overlap = np.intersect1d(sets[a], sets[b])
+                if overlap.size:
+                    raise ValueError(f"{a} and {b} overlap: {overlap[:10].tolist()}")
 
     def acquire(self, ids: np.ndarray) -> "ActiveLearningState":
         """Moves `ids` from the pool to the labeled set; returns the state of the next iteration.
 
         Raises:
-          ValueError: if an id is not in the pool or is repeated.
+          ValueError: if an id is not in the pool (validation ids never are) or is repeated.
         """
         ids = np.asarray(ids, np.int64)
         if len(np.unique(ids)) != len(ids):
@@ -78,39 +85,60 @@ class ActiveLearningState:
         if missing.size:
             raise ValueError(f"acquired ids not in the pool: {missing[:10].tolist()}")
         return ActiveLearningState(self.iteration + 1, np.concatenate([self.labeled_ids, ids]),
-                                   np.setdiff1d(self.pool_ids, ids))
+                                   np.setdiff1d(self.pool_ids, ids), self.validation_ids)
 
     def to_json(self) -> dict:
         return {"iteration": self.iteration, "labeled_ids": self.labeled_ids.tolist(),
-                "pool_ids": self.pool_ids.tolist()}
+                "pool_ids": self.pool_ids.tolist(),
+                "validation_ids": self.validation_ids.tolist()}
 
     @classmethod
     def from_json(cls, value: dict) -> "ActiveLearningState":
-        return cls(value["iteration"], value["labeled_ids"], value["pool_ids"])
+        return cls(value["iteration"], value["labeled_ids"], value["pool_ids"],
+                   value.get("validation_ids", []))
 
 
-def initial_state(labels: np.ndarray, per_class: int, seed: int) -> ActiveLearningState:
-    """A class-balanced labeled set of `per_class` ids per class; every other id in the pool.
+def _balanced_draw(labels: np.ndarray, candidates: np.ndarray, per_class: int, rng,
+                   what: str) -> np.ndarray:
+    """`per_class` ids of each class drawn from `candidates` without replacement."""
+    drawn = []
+    for c in np.unique(labels):
+        idx = candidates[labels[candidates] == c]
+        if len(idx) < per_class:
+            raise ValueError(f"class {c} has {len(idx)} training examples left, fewer than "
+                             f"{what}={per_class}")
+        drawn.append(rng.choice(idx, per_class, replace=False))
+    return np.concatenate(drawn) if drawn else np.zeros(0, np.int64)
+
+
+def initial_state(labels: np.ndarray, per_class: int, seed: int,
+                  validation_per_class: int = 0) -> ActiveLearningState:
+    """A class-balanced labeled set and validation set; every other id in the pool.
+
+    The labeled set is drawn first, with the same stream as without validation, so adding a
+    validation split does not change a seed's initial labeled set; the validation ids come from
+    a stream of their own among the remaining ids.
 
     Args:
       labels: int [N], labels of the training split (the test split never enters).
       per_class: labeled examples per class.
       seed: the run's seed.
+      validation_per_class: held-out validation examples per class (0: none).
 
     Raises:
-      ValueError: if a class has fewer than `per_class` examples.
+      ValueError: if a class has too few examples.
     """
     labels = np.asarray(labels)
-    rng = np.random.default_rng([seed, 0x1AB])
-    labeled = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        if len(idx) < per_class:
-            raise ValueError(f"class {c} has {len(idx)} training examples, fewer than "
-                             f"initial_per_class={per_class}")
-        labeled.append(rng.choice(idx, per_class, replace=False))
-    labeled_ids = np.concatenate(labeled)
-    return ActiveLearningState(0, labeled_ids, np.setdiff1d(np.arange(len(labels)), labeled_ids))
+    everything = np.arange(len(labels))
+    labeled_ids = _balanced_draw(labels, everything, per_class,
+                                 np.random.default_rng([seed, 0x1AB]), "initial_per_class")
+    validation_ids = np.zeros(0, np.int64)
+    if validation_per_class:
+        validation_ids = np.sort(_balanced_draw(
+            labels, np.setdiff1d(everything, labeled_ids), validation_per_class,
+            np.random.default_rng([seed, 0x7A1]), "validation_per_class"))
+    pool = np.setdiff1d(everything, np.concatenate([labeled_ids, validation_ids]))
+    return ActiveLearningState(0, labeled_ids, pool, validation_ids)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,6 +26,10 @@ _METHOD = flags.DEFINE_enum(
 _ACQUISITION = flags.DEFINE_enum("acquisition", "bald", config_lib.ACQUISITIONS,
                                  "Acquisition function used by --method=bald.")
 _INITIAL = flags.DEFINE_integer("initial_per_class", 10, "Initial labeled examples per class.")
+_VALIDATION = flags.DEFINE_integer(
+    "validation_per_class", 0, "Class-balanced validation examples per class, drawn with the "
+    "run's seed from the training split, never in the pool, never acquired (0: none). Adds "
+    "validation_accuracy to every results line; tuning reads it, never the test split.")
 _ACQUIRE = flags.DEFINE_integer("acquire_per_iteration", 100, "Samples acquired per iteration.")
 _ITERATIONS = flags.DEFINE_integer("iterations", 150, "Acquisition iterations.")
 _POOL_SUBSET = flags.DEFINE_integer("pool_subset", 2000, "Pool samples scored per iteration.")
@@ -69,7 +73,8 @@ def config_from_flags() -> config_lib.ExperimentConfig:
     return config_lib.ExperimentConfig(
         data=config_lib.DataConfig(dataset=_DATASET.value, data_dir=_DATA_DIR.value,
                                    manual_dir=_MANUAL_DIR.value,
-                                   initial_per_class=_INITIAL.value),
+                                   initial_per_class=_INITIAL.value,
+                                   validation_per_class=_VALIDATION.value),
         model=config_lib.ModelConfig(name=_MODEL.value, width_multiplier=_WIDTH.value,
                                      dropout_rate=_DROPOUT.value),
         train=config_lib.TrainConfig(epochs=_EPOCHS.value, batch_size=_BATCH.value,

@@ -14,7 +14,11 @@ from tf_bgadl.inference import to_unit_float
 
 
 class EpochLogger(keras.callbacks.Callback):
-    """One log line per epoch (loss, accuracy, seconds), prefixed with the iteration."""
+    """One log line per epoch, prefixed with the iteration.
+
+    Metrics are named `train_<name>` (e.g. `train_accuracy`): they are measured on the
+    training rows during the epoch, not on the test split.
+    """
 
     def __init__(self, prefix: str, epochs: int, every: int = 1):
         super().__init__()
@@ -26,7 +30,8 @@ class EpochLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs:
-            metrics = " ".join(f"{k}={float(v):.4f}" for k, v in sorted((logs or {}).items()))
+            metrics = " ".join(f"train_{k}={float(v):.4f}"
+                               for k, v in sorted((logs or {}).items()))
             logging.info("%s epoch %d/%d %s (%.1fs)", self.prefix, epoch + 1, self.epochs,
                          metrics, time.time() - self._start)
 
@@ -111,11 +116,12 @@ def image_dataset(images: np.ndarray, targets, batch_size: int, *,
 
 
 def fit_classifier(model: keras.Model, images: np.ndarray, targets, config: TrainConfig, *,
-                   seed: int, log_prefix: str = "", augment=None) -> dict[str, float]:
+                   seed: int, log_prefix: str = "", augment=None,
+                   callbacks: list[keras.callbacks.Callback] | None = None) -> dict[str, float]:
     """Trains a compiled `model` on uint8 images for `config.epochs` epochs.
 
     `targets` is what the model's `train_step` expects: labels [N] for a classifier,
-    (labels, is_generated) for `VAEACGAN`.
+    (labels, is_generated) for `VAEACGAN`. `callbacks` are added to the epoch logger.
 
     Under a strategy with R replicas, a labeled set smaller than the batch size is batched in a
     multiple of R so that the first batch splits evenly (Keras' distributed `fit` averages the
@@ -131,7 +137,8 @@ def fit_classifier(model: keras.Model, images: np.ndarray, targets, config: Trai
     ds = image_dataset(images, targets, batch_size, shuffle_seed=seed, augment=augment)
     every = max(1, config.epochs // 10)
     history = model.fit(ds, epochs=config.epochs, verbose=0, shuffle=False,
-                        callbacks=[EpochLogger(log_prefix, config.epochs, every)])
+                        callbacks=[EpochLogger(log_prefix, config.epochs, every),
+                                   *(callbacks or [])])
     return {k: float(v[-1]) for k, v in history.history.items()}
 
 
