@@ -33,6 +33,9 @@ setup(
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["tf_bgadl", "tf_bgadl.*"]),
+    # The flagfiles ship in the wheel: `--flagfile=mnist.flags` works on any install, from any
+    # directory (tf_bgadl/cli.py); the top-level `configs` is a symlink to them for a checkout.
+    package_data={"tf_bgadl.configs": ["*.flags"]},
     python_requires=">=3.11,<3.12",
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest==9.2.0"]},

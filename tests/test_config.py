@@ -7,8 +7,8 @@ from tf_bgadl.config import AcquisitionConfig, ConfigError, ExperimentConfig
 
 
 def test_defaults_are_valid_and_round_trip():
-    config = ExperimentConfig()
-    assert config_lib.validate(config) is config
+    config = config_lib.validate(ExperimentConfig())
+    assert config_lib.validate(config) == config
     assert ExperimentConfig.from_dict(config.to_dict()) == config
 
 

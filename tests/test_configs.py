@@ -10,21 +10,26 @@ from conftest import REPO
 from tf_bgadl import config as config_lib
 from tf_bgadl import train
 
-FLAGFILES = sorted(glob.glob(os.path.join(REPO, "configs", "*.flags")))
+CONFIGS_DIR = os.path.join(REPO, "tf_bgadl", "configs")  # `configs` is a symlink to it
+FLAGFILES = sorted(glob.glob(os.path.join(CONFIGS_DIR, "*.flags")))
 
 
 @pytest.mark.parametrize("path", FLAGFILES, ids=os.path.basename)
 def test_flagfile_gives_a_valid_config(path, monkeypatch):
-    monkeypatch.chdir(REPO)  # flagfiles include configs/base.flags relative to the repo
+    monkeypatch.chdir(CONFIGS_DIR)  # absl opens the included base.flags relative to the cwd
     flags.FLAGS.unparse_flags()
     try:
         flags.FLAGS(["train", f"--flagfile={path}", "--workdir=/tmp/unused"])
         config = config_lib.validate(train.config_from_flags())
     finally:
         flags.FLAGS.unparse_flags()
-    if os.path.basename(path) == "quickstart.flags":
+    name = os.path.basename(path)
+    if name == "quickstart.flags":
         assert config.data.dataset == "mnist5k" and config.acquisition.method == "vaeacgan"
-    elif os.path.basename(path) != "base.flags":
+    elif name.startswith("study_"):  # CPU-sized studies; the study sets method and seed
+        assert config.model.name == "cnn"
+        assert config.data.dataset == name[len("study_"):-len(".flags")]
+    elif name != "base.flags":
         assert config.model.name == "resnet18" and config.iterations == 150
         assert config.acquisition.method == "vaeacgan"
         assert config.acquisition.mc_samples == 20 and config.train.epochs == 50

@@ -38,7 +38,7 @@ class FakeLearner:
         self.fitted = []
 
     def learner(self):
-        def build(iteration, num_labeled, previous):
+        def build(iteration, num_labeled, num_rows, previous):
             return keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
 
         def fit(model, images, labels, is_generated, iteration):
@@ -156,3 +156,16 @@ def test_validation_split_is_held_out_at_every_iteration(tmp_path):
     for r in results:
         assert not validation & set(r["acquired_ids"])
         assert r["num_pool"] == 200 - 12 - r["num_labeled"]
+
+
+def test_resume_on_another_replica_count_is_refused_unless_allowed(tmp_path):
+    ds = _dataset()
+    one = dataclasses.replace(_config(), iterations=1, num_replicas=1)
+    loop.run(one, str(tmp_path), ds, FakeLearner().learner())
+    two = dataclasses.replace(one, iterations=2, num_replicas=2)
+    with pytest.raises(ConfigError, match="--allow_replica_change"):
+        loop.run(two, str(tmp_path), ds, FakeLearner().learner())
+    results = loop.run(two, str(tmp_path), ds, FakeLearner().learner(),
+                       allow_replica_change=True)
+    assert [r["iteration"] for r in results] == [0, 1, 2]
+    assert json.load(open(tmp_path / "config.json"))["num_replicas"] == 2

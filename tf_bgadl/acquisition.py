@@ -56,23 +56,9 @@ def var_ratios(probs) -> tf.Tensor:
     return 1.0 - tf.reduce_max(tf.reduce_mean(_as_probs(probs), axis=1), axis=-1)
 
 
-def variation_ratio_of_votes(probs) -> tf.Tensor:
-    """1 - (share of the T passes that vote for the modal class). [N, T, C] -> [N]."""
-    probs = _as_probs(probs)
-    num_classes = tf.shape(probs)[-1]
-    votes = tf.one_hot(tf.argmax(probs, axis=-1), num_classes, dtype=tf.float32)  # [N, T, C]
-    return 1.0 - tf.reduce_max(tf.reduce_mean(votes, axis=1), axis=-1)
-
-
 def mean_std(probs) -> tf.Tensor:
     """Mean over classes of the standard deviation over T passes. [N, T, C] -> [N]."""
     return tf.reduce_mean(tf.math.reduce_std(_as_probs(probs), axis=1), axis=-1)
-
-
-def random(probs, seed) -> tf.Tensor:
-    """Uniform random scores from a stateless seed (int32 [2]); ignores the values. -> [N]."""
-    probs = _as_probs(probs)
-    return tf.random.stateless_uniform(tf.shape(probs)[:1], seed=seed, dtype=tf.float32)
 
 
 SCORERS: dict[str, Callable] = {
@@ -87,7 +73,7 @@ def get_scorer(name: str) -> Callable:
     """The deterministic scoring function `name` ([N, T, C] -> [N]); see SCORERS."""
     if name not in SCORERS:
         raise ValueError(f"acquisition={name!r} has no MC scorer; choose one of {sorted(SCORERS)} "
-                         "(random acquisition needs no model)")
+                         "(random acquisition is a method: --method=random or bda_partial)")
     return SCORERS[name]
 
 

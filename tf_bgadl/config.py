@@ -9,17 +9,37 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from tf_bgadl import methods as methods_lib
+
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped", "mnist5k", "digits")
 MODELS = ("resnet18", "resnet18pa", "cnn")
-METHODS = ("vaeacgan", "acgan", "pmda", "bald", "bda_partial", "random")
-# How each method of Table I acquires and augments.
-METHOD_ACQUIRES_BY_SCORE = {"vaeacgan": True, "acgan": True, "pmda": True, "bald": True,
-                            "bda_partial": False, "random": False}
-METHOD_GENERATOR = {"vaeacgan": "vaeacgan", "acgan": "acgan", "bda_partial": "acgan"}
+METHODS = tuple(methods_lib.METHODS)
 GENERATIONS = ("persisted", "online")
-ACQUISITIONS = ("bald", "max_entropy", "var_ratios", "mean_std", "random")
+# MC-dropout scores of the scored methods (random acquisition is a method: random, bda_partial).
+ACQUISITIONS = ("bald", "max_entropy", "var_ratios", "mean_std")
+METHOD_DEFAULT = ""  # a config value meaning "the method's default" (see `resolve`)
 STRATEGIES = ("default", "mirrored", "one_device")
 OPTIMIZERS = ("adadelta", "adam", "sgd")
+
+
+# Config keys that may differ when a run is resumed (they do not change what was computed):
+# a run can be extended with more iterations or continued under another strategy object.
+RESUMABLE_KEYS = ("iterations", "strategy")
+
+
+def config_differences(stored: Mapping[str, Any], current: Mapping[str, Any], *,
+                       ignore: tuple[str, ...] = RESUMABLE_KEYS,
+                       prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, stored value, current value) for every key where two config dicts differ,
+    except the dotted keys in `ignore`."""
+    out = []
+    for key in sorted(set(stored) | set(current)):
+        a, b = stored.get(key), current.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += config_differences(a, b, ignore=ignore, prefix=f"{prefix}{key}.")
+        elif a != b and f"{prefix}{key}" not in ignore:
+            out.append((f"{prefix}{key}", a, b))
+    return out
 
 
 class ConfigError(ValueError):
@@ -66,19 +86,30 @@ class GeneratorConfig:
 
     latent_dim: int = 100
     width_multiplier: float = 1.0  # scales e, g, d widths (1.0 = the reference architecture)
-    generation: str = "persisted"  # x' stored once per acquired x* (paper) | "online" (ref. code)
+    # "persisted": x' stored once per acquired x* (paper) | "online": every minibatch (BDA,
+    # the authors' code); "" = the method's default (methods.py).
+    generation: str = METHOD_DEFAULT
     gen_loss_weight: float = 1.0  # lambda: weight of the classifier's loss on generated samples
-    optimizer: str = "adadelta"
-    learning_rate: float = 1.0
+    optimizer: str = METHOD_DEFAULT  # of e, g and d; "" = the method's default
+    learning_rate: float = 0.0  # 0 = the method's default
+    beta_1: float = 0.0  # Adam's beta_1 for e, g and d; 0 = the method's default
     lr_halving_epochs: int = 8
+    # Ours, beyond the paper (defaults measured, see README): the weight beta of the KL term
+    # (today's KL / pixels times beta); e, g, d carried over between iterations while the
+    # classifier restarts; encoder/decoder steps per iteration on the unlabeled pool (conditioned
+    # on the classifier's predicted class; no oracle label is used).
+    kl_weight: float = 1.0
+    carry_over: bool = False
+    pool_steps: int = 0
+    pool_steps_fresh: int = 0  # pool steps when e and g start fresh (0: pool_steps)
 
 
 @dataclasses.dataclass(frozen=True)
 class AcquisitionConfig:
     """How pool samples are scored and acquired."""
 
-    method: str = "bald"
-    acquisition: str = "bald"
+    method: str = "vaeacgan"
+    acquisition: str = METHOD_DEFAULT  # "" = bald for the scored methods, none for random ones
     acquire_per_iteration: int = 100
     pool_subset: int = 2000
     mc_samples: int = 20
@@ -98,6 +129,10 @@ class ExperimentConfig:
     warm_start: bool = False  # start each iteration from the previous weights, not fresh ones
     seed: int = 0
     strategy: str = "default"
+    deterministic: bool = True  # TF op determinism (same seed, same acquisitions)
+    # Replicas the run trains on, recorded at run time (0: not yet known). BatchNorm statistics
+    # are synchronised over them, so a resume with another count computes something else.
+    num_replicas: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -134,20 +169,62 @@ def _check_positive(name: str, value: float) -> None:
         raise ConfigError(f"--{name}={value!r} must be positive")
 
 
+def resolve(config: ExperimentConfig) -> ExperimentConfig:
+    """Replaces "the method's default" values by the method's (methods.py) and refuses
+    settings that mean nothing for the method (e.g. an acquisition function for a method that
+    acquires at random, a generation mode for a method without a generator).
+
+    Raises:
+      ConfigError: naming the value and why it does not apply.
+    """
+    _check_choice("method", config.acquisition.method, METHODS)
+    method = methods_lib.get(config.acquisition.method)
+    acq, gen = config.acquisition, config.generator
+    if method.acquisition == methods_lib.RANDOM:
+        if acq.acquisition not in (METHOD_DEFAULT, "none"):
+            raise ConfigError(
+                f"--acquisition={acq.acquisition!r} does not apply to --method={method.name}, "
+                "which acquires at random; leave --acquisition unset or pick a scored method "
+                f"({', '.join(m for m in METHODS if methods_lib.METHODS[m].acquisition == 'scored')})")
+        acquisition = "none"
+    else:
+        acquisition = acq.acquisition or "bald"
+        _check_choice("acquisition", acquisition, ACQUISITIONS)
+    if method.generative:
+        gen = dataclasses.replace(
+            gen, generation=gen.generation or method.generation,
+            optimizer=gen.optimizer or method.gan_optimizer,
+            learning_rate=gen.learning_rate or method.gan_learning_rate,
+            beta_1=gen.beta_1 or method.gan_beta_1)
+    elif gen.generation not in (METHOD_DEFAULT, "none"):
+        raise ConfigError(f"--generation={gen.generation!r} does not apply to "
+                          f"--method={method.name}, which generates no samples")
+    else:
+        gen = dataclasses.replace(gen, generation="none", optimizer=gen.optimizer or "none",
+                                  learning_rate=gen.learning_rate or 0.0, beta_1=gen.beta_1 or 0.0)
+    return dataclasses.replace(config, acquisition=dataclasses.replace(acq, acquisition=acquisition),
+                               generator=gen)
+
+
 def validate(config: ExperimentConfig) -> ExperimentConfig:
-    """Checks every value that can be checked without loading data; returns `config`.
+    """Resolves the method's defaults (`resolve`) and checks every value that can be checked
+    without loading data; returns the resolved config (what a run records and uses).
 
     Raises:
       ConfigError: naming the bad value and what is allowed.
     """
+    config = resolve(config)
+    method = methods_lib.get(config.acquisition.method)
     _check_choice("dataset", config.data.dataset, DATASETS)
     _check_choice("model", config.model.name, MODELS)
-    _check_choice("method", config.acquisition.method, METHODS)
-    _check_choice("acquisition", config.acquisition.acquisition, ACQUISITIONS)
     _check_choice("strategy", config.strategy, STRATEGIES)
     _check_choice("optimizer", config.train.optimizer, OPTIMIZERS)
-    _check_choice("gan_optimizer", config.generator.optimizer, OPTIMIZERS)
-    _check_choice("generation", config.generator.generation, GENERATIONS)
+    if method.generative:
+        _check_choice("gan_optimizer", config.generator.optimizer, OPTIMIZERS)
+        _check_choice("generation", config.generator.generation, GENERATIONS)
+        _check_positive("gan_learning_rate", config.generator.learning_rate)
+        if not 0.0 <= config.generator.beta_1 < 1.0:
+            raise ConfigError(f"--gan_beta_1={config.generator.beta_1} must be in [0, 1)")
     for name, value in [
         ("initial_per_class", config.data.initial_per_class),
         ("width_multiplier", config.model.width_multiplier),
@@ -160,7 +237,6 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
         ("score_batch_size", config.acquisition.score_batch_size),
         ("latent_dim", config.generator.latent_dim),
         ("gan_width_multiplier", config.generator.width_multiplier),
-        ("gan_learning_rate", config.generator.learning_rate),
     ]:
         _check_positive(name, value)
     if config.data.validation_per_class < 0:
@@ -173,6 +249,16 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
                           "must be >= 0")
     if config.generator.gen_loss_weight < 0:
         raise ConfigError(f"--gen_loss_weight={config.generator.gen_loss_weight} must be >= 0")
+    if config.generator.kl_weight < 0:
+        raise ConfigError(f"--kl_weight={config.generator.kl_weight} must be >= 0")
+    for name, steps in (("gan_pool_steps", config.generator.pool_steps),
+                        ("gan_pool_steps_fresh", config.generator.pool_steps_fresh)):
+        if steps < 0:
+            raise ConfigError(f"--{name}={steps} must be >= 0")
+        if steps and not method.uses_encoder:
+            raise ConfigError(f"--{name}={steps} trains the encoder and decoder on the pool: "
+                              f"only --method=vaeacgan has an encoder (got --method="
+                              f"{method.name})")
     if config.generator.lr_halving_epochs < 0:
         raise ConfigError(f"--gan_lr_halving_epochs={config.generator.lr_halving_epochs} "
                           "must be >= 0")
@@ -232,5 +318,4 @@ def check_against_data(config: ExperimentConfig, *, num_train: int, num_classes:
 
 def uses_mc_scores(config: ExperimentConfig) -> bool:
     """Whether the method acquires by an MC-dropout score (not at random)."""
-    return (METHOD_ACQUIRES_BY_SCORE[config.acquisition.method]
-            and config.acquisition.acquisition != "random")
+    return methods_lib.get(config.acquisition.method).acquisition == methods_lib.SCORED

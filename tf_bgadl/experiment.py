@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -11,6 +13,7 @@ from tf_bgadl import config as config_lib
 from tf_bgadl import data as data_lib
 from tf_bgadl import augment as augment_lib
 from tf_bgadl import event_log, inference, loop, training
+from tf_bgadl import methods as methods_lib
 from tf_bgadl.models import MCClassifier, build_classifier
 from tf_bgadl.models.vae_acgan import VAEACGAN
 
@@ -46,61 +49,97 @@ def classifier_of(model) -> MCClassifier:
     return model.classifier if isinstance(model, VAEACGAN) else model
 
 
-def make_learner(config: config_lib.ExperimentConfig, image_shape: tuple[int, int, int],
-                 num_classes: int, strategy: tf.distribute.Strategy,
-                 events: event_log.EventLog | None = None) -> loop.Learner:
-    """The Learner of `config.acquisition.method`: classifier alone, with PMDA, or jointly
-    trained with a VAE-ACGAN / ACGAN. Weights are seeded by (seed, iteration); per-epoch
-    training metrics go to `events` when given."""
-    method = config.acquisition.method
-    generator_kind = config_lib.METHOD_GENERATOR.get(method)
+# Independent random streams of a run, derived with SeedSequence([seed, iteration, stream]).
+STREAMS = {"weights": 0, "classifier_dropout": 1, "latent": 2, "shuffle": 3, "pmda": 4,
+           "mc_scores": 5, "generation": 6, "pool_phase": 7}
+
+
+def stream_seed(seed: int, iteration: int, stream: str) -> int:
+    """A 31-bit seed for `stream` of `iteration`; distinct (seed, iteration, stream) never
+    collide the way sums of offsets can."""
+    state = np.random.SeedSequence([seed, iteration, STREAMS[stream]]).generate_state(1)
+    return int(state[0] >> 1)
+
+
+def _gan_train_config(config: config_lib.ExperimentConfig) -> config_lib.TrainConfig:
     gen = config.generator
-    gan_train = config_lib.TrainConfig(
+    return config_lib.TrainConfig(
         epochs=config.train.epochs, batch_size=config.train.batch_size, optimizer=gen.optimizer,
         learning_rate=gen.learning_rate, weight_decay_numerator=0.0,
         lr_halving_epochs=gen.lr_halving_epochs)
 
-    def iteration_seed(iteration: int, offset: int = 0) -> int:
-        return config.seed * 1_000_003 + offset + iteration
 
-    def build(iteration: int, num_examples: int, previous):
-        keras.utils.set_random_seed(iteration_seed(iteration))
+def make_learner(config: config_lib.ExperimentConfig, image_shape: tuple[int, int, int],
+                 num_classes: int, strategy: tf.distribute.Strategy,
+                 events: event_log.EventLog | None = None) -> loop.Learner:
+    """The Learner of `config.acquisition.method` (see methods.py): classifier alone, with PMDA,
+    or jointly trained with a VAE-ACGAN / ACGAN. Weights are seeded by (seed, iteration);
+    per-epoch training metrics go to `events` when given. `config` must be resolved
+    (`config_lib.validate`)."""
+    method = methods_lib.get(config.acquisition.method)
+    gen = config.generator
+    gan_train = _gan_train_config(config)
+
+    def seed_of(iteration: int, stream: str) -> int:
+        return stream_seed(config.seed, iteration, stream)
+
+    def build(iteration: int, num_labeled: int, num_rows: int, previous):
+        keras.utils.set_random_seed(seed_of(iteration, "weights"))
         with strategy.scope():
             classifier = build_classifier(
                 config.model.name, num_classes=num_classes,
                 input_shape=image_shape, width_multiplier=config.model.width_multiplier,
-                dropout_rate=config.model.dropout_rate, seed=iteration_seed(iteration, 7919))
-            if generator_kind is None:
+                dropout_rate=config.model.dropout_rate,
+                seed=seed_of(iteration, "classifier_dropout"))
+            # Weight decay 3.5 / N counts oracle labels only; steps per epoch count every row.
+            c_optimizer = training.make_optimizer(config.train, num_rows,
+                                                  decay_count=num_labeled)
+            if not method.generative:
                 model = classifier
-                training.compile_classifier(model, config.train, num_examples)
+                training.compile_classifier(model, c_optimizer)
             else:
                 model = VAEACGAN(
                     classifier, image_shape, num_classes,
-                    latent_dim=gen.latent_dim, use_encoder=generator_kind == "vaeacgan",
+                    latent_dim=gen.latent_dim, use_encoder=method.uses_encoder,
                     generation=gen.generation, gen_loss_weight=gen.gen_loss_weight,
-                    seed=iteration_seed(iteration, 104_729),
-                    width_multiplier=gen.width_multiplier)
-                model.compile(
-                    c_optimizer=training.make_optimizer(config.train, num_examples),
-                    g_optimizer=training.make_optimizer(gan_train, num_examples),
-                    d_optimizer=training.make_optimizer(gan_train, num_examples),
-                    e_optimizer=(training.make_optimizer(gan_train, num_examples)
-                                 if generator_kind == "vaeacgan" else None))
-            if previous is not None:
+                    seed=seed_of(iteration, "latent"), width_multiplier=gen.width_multiplier,
+                    kl_weight=gen.kl_weight)
+                gan_optimizer = lambda: training.make_optimizer(  # noqa: E731
+                    gan_train, num_rows, beta_1=gen.beta_1)
+                model.compile(c_optimizer=c_optimizer, g_optimizer=gan_optimizer(),
+                              d_optimizer=gan_optimizer(),
+                              e_optimizer=gan_optimizer() if method.uses_encoder else None)
+            if previous is not None and config.warm_start:
                 model.set_weights(previous.get_weights())
+            elif previous is not None and method.generative and gen.carry_over:
+                for name in ("encoder", "generator", "discriminator"):
+                    if getattr(model, name) is not None:
+                        getattr(model, name).set_weights(getattr(previous, name).get_weights())
         return model
 
-    def fit(model, images, labels, is_generated, iteration):
+    def fit(model, images, labels, is_generated, iteration, unlabeled=None):
         # Float, not bool: Keras' distributed fit averages the first batch across replicas.
-        targets = (labels if generator_kind is None
+        targets = (labels if not method.generative
                    else (labels, np.asarray(is_generated, np.float32)))
-        augment = (augment_lib.make_pmda(config.data.dataset, iteration_seed(iteration, 31))
-                   if method == "pmda" else None)
+        augment = (augment_lib.make_pmda(config.data.dataset, seed_of(iteration, "pmda"))
+                   if method.augmentation == "pmda" else None)
         callbacks = ([events.epoch_callback(iteration, config.train.epochs)]
                      if events is not None else [])
-        return training.fit_classifier(model, images, targets, config.train,
-                                       seed=iteration_seed(iteration), augment=augment,
-                                       log_prefix=f"iteration {iteration}", callbacks=callbacks)
+        metrics = training.fit_classifier(model, images, targets, config.train,
+                                          seed=seed_of(iteration, "shuffle"), augment=augment,
+                                          log_prefix=f"iteration {iteration}",
+                                          callbacks=callbacks)
+        # Encoder and decoder that start fresh (iteration 0, or every iteration without
+        # carry-over) get `pool_steps_fresh` steps; carried-over ones `pool_steps`.
+        fresh = iteration == 0 or not gen.carry_over
+        steps = gen.pool_steps_fresh or gen.pool_steps if fresh else gen.pool_steps
+        if steps and unlabeled is not None and len(unlabeled):
+            metrics.update(augment_lib.fit_on_pool(
+                model, unlabeled, steps=steps, batch_size=config.train.batch_size,
+                seed=seed_of(iteration, "pool_phase"),
+                predict_batch_size=config.acquisition.score_batch_size,
+                log_prefix=f"iteration {iteration}"))
+        return metrics
 
     def evaluate(model, images, labels):
         return training.evaluate_accuracy(classifier_of(model), images, labels,
@@ -109,28 +148,35 @@ def make_learner(config: config_lib.ExperimentConfig, image_shape: tuple[int, in
     def score(model, ids, images, iteration):
         scorer = inference.make_scorer(
             classifier_of(model), acquisition_name=(
-                config.acquisition.acquisition if config.acquisition.acquisition != "random"
-                else "bald"),
+                config.acquisition.acquisition if method.acquisition == methods_lib.SCORED
+                else "bald"),  # random methods still report the BALD of x* and x'
             mc_samples=config.acquisition.mc_samples, strategy=strategy,
             batch_size=config.acquisition.score_batch_size,
-            seed=iteration_seed(iteration, 500_000))
+            seed=seed_of(iteration, "mc_scores"))
         return scorer(ids, images)
 
     def generate(model, images, labels, iteration):
         return augment_lib.generate_samples(model, images, labels,
-                                            seed=iteration_seed(iteration, 700_001),
+                                            seed=seed_of(iteration, "generation"),
                                             batch_size=config.acquisition.score_batch_size)
 
     return loop.Learner(build=build, fit=fit, evaluate=evaluate, score=score,
-                        generate=generate if generator_kind else None,
-                        persist_generated=bool(generator_kind) and gen.generation == "persisted")
+                        generate=generate if method.generative else None,
+                        persist_generated=method.generative and gen.generation == "persisted",
+                        uses_unlabeled=bool(gen.pool_steps or gen.pool_steps_fresh))
 
 
 def train_and_evaluate(config: config_lib.ExperimentConfig, workdir: str,
-                       strategy: tf.distribute.Strategy | None = None) -> list[dict]:
-    """Validates `config`, loads the data and runs (or resumes) the active-learning loop."""
-    config_lib.validate(config)
+                       strategy: tf.distribute.Strategy | None = None, *,
+                       allow_replica_change: bool = False) -> list[dict]:
+    """Validates `config`, loads the data and runs (or resumes) the active-learning loop.
+
+    The replica count of `strategy` is recorded in the run's config.json; a resume on another
+    count is refused unless `allow_replica_change`.
+    """
+    config = config_lib.validate(config)
     strategy = strategy or make_strategy(config.strategy)
+    config = dataclasses.replace(config, num_replicas=strategy.num_replicas_in_sync)
     logging.info("Strategy %s with %d replica(s)", type(strategy).__name__,
                  strategy.num_replicas_in_sync)
     dataset = data_lib.load_dataset(config.data.dataset, config.data.data_dir,
@@ -140,4 +186,5 @@ def train_and_evaluate(config: config_lib.ExperimentConfig, workdir: str,
         min_class_count=int(np.bincount(dataset.y_train, minlength=dataset.num_classes).min()))
     events = event_log.EventLog(workdir)
     learner = make_learner(config, dataset.image_shape, dataset.num_classes, strategy, events)
-    return loop.run(config, workdir, dataset, learner, on_iteration=events.iteration)
+    return loop.run(config, workdir, dataset, learner, on_iteration=events.iteration,
+                    allow_replica_change=allow_replica_change)

@@ -29,31 +29,31 @@ import numpy as np
 from absl import logging
 
 from tf_bgadl import acquisition
-from tf_bgadl.config import ConfigError, ExperimentConfig, uses_mc_scores
+from tf_bgadl.config import (RESUMABLE_KEYS, ConfigError, ExperimentConfig, config_differences,
+                             uses_mc_scores)
 from tf_bgadl.data import ArrayDataset
 from tf_bgadl.plotting import plot_accuracy, plot_sample_grid
 from tf_bgadl.state import (ActiveLearningState, GeneratedSet, atomic_write_json, initial_state,
                             read_jsonl, write_jsonl)
-
-# Config keys that may differ when a run is resumed (they do not change what was computed).
-RESUMABLE_KEYS = ("iterations", "strategy")
-
 
 @dataclasses.dataclass(frozen=True)
 class Learner:
     """What the loop does with models, passed in by the caller.
 
     Attributes:
-      build: (iteration, num_examples, previous model or None) -> a compiled model, fresh or
-        warm-started from `previous`; num_examples counts labeled plus generated rows.
-      fit: (model, images uint8 [L,H,W,C], labels [L], is_generated bool [L], iteration) ->
-        training metrics dict.
+      build: (iteration, num_labeled, num_rows, previous model or None) -> a compiled model;
+        num_labeled counts oracle labels, num_rows labeled plus generated rows; `previous` is
+        the model of the iteration before (None at the start), which the learner may copy
+        weights from (warm start, generative networks carried over) or ignore.
+      fit: (model, images uint8 [L,H,W,C], labels [L], is_generated bool [L], iteration
+        [, unlabeled=uint8 [P,H,W,C] pool images when `uses_unlabeled`]) -> training metrics.
       evaluate: (model, images, labels) -> accuracy (on the test or the validation split).
       score: (model, ids [P], images [P,H,W,C], iteration) -> acquisition scores [P] tied to
         `ids`, a function of the model's weights, the images and the iteration only.
       generate: (model, images uint8 [K,H,W,C], labels [K], iteration) -> generated uint8
         images [K,H,W,C]; None for methods without a generative model.
       persist_generated: whether generated samples join the labeled set.
+      uses_unlabeled: whether `fit` also receives the pool's images (never their labels).
     """
 
     build: Callable[[int, int, Any], Any]
@@ -62,21 +62,18 @@ class Learner:
     score: Callable[[Any, np.ndarray, np.ndarray, int], np.ndarray]
     generate: Callable[[Any, np.ndarray, np.ndarray, int], np.ndarray] | None = None
     persist_generated: bool = False
+    uses_unlabeled: bool = False
 
 
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _diff(va, vb, f"{prefix}{key}.")
-        elif va != vb and f"{prefix}{key}" not in RESUMABLE_KEYS:
-            out.append(f"{prefix}{key}: workdir has {va!r}, this run has {vb!r}")
-    return out
-
-
-def check_workdir_config(config: ExperimentConfig, workdir: str) -> None:
+def check_workdir_config(config: ExperimentConfig, workdir: str, *,
+                         allow_replica_change: bool = False) -> None:
     """Writes config.json, or checks that the workdir's config matches this one.
+
+    Args:
+      config: this run's config.
+      workdir: the run's folder.
+      allow_replica_change: accept a resume on another number of replicas (BatchNorm is
+        synchronised over the replicas, so the continued run computes something else).
 
     Raises:
       ConfigError: the workdir holds a run of another config (lists every difference).
@@ -86,7 +83,12 @@ def check_workdir_config(config: ExperimentConfig, workdir: str) -> None:
     if os.path.exists(path):
         with open(path) as f:
             stored = json.load(f)
-        differences = _diff(stored, current)
+        ignore = RESUMABLE_KEYS + (("num_replicas",) if allow_replica_change else ())
+        differences = [f"{key}: workdir has {a!r}, this run has {b!r}"
+                       for key, a, b in config_differences(stored, current, ignore=ignore)]
+        if any(d.startswith("num_replicas:") for d in differences):
+            differences.append("(a resume on another number of replicas changes BatchNorm "
+                               "synchronisation; pass --allow_replica_change to accept it)")
         if differences:
             raise ConfigError(f"--workdir={workdir} holds a run with another config; use a new "
                               "workdir or the same flags. Differences:\n  "
@@ -183,7 +185,8 @@ def samples_path(workdir: str, iteration: int) -> str:
 
 def run(config: ExperimentConfig, workdir: str, dataset: ArrayDataset,
         learner: Learner,
-        on_iteration: Callable[[dict, str | None], None] | None = None) -> list[dict]:
+        on_iteration: Callable[[dict, str | None], None] | None = None, *,
+        allow_replica_change: bool = False) -> list[dict]:
     """Runs (or resumes) active learning for `config.iterations` acquisition iterations.
 
     Iteration 0 trains on the initial balanced labeled set; each later iteration scores the pool
@@ -198,12 +201,13 @@ def run(config: ExperimentConfig, workdir: str, dataset: ArrayDataset,
       learner: what the loop does with models.
       on_iteration: called after each finished (checkpointed) iteration with its results line
         and the path of its sample grid (None without generation), e.g. to write TensorBoard.
+      allow_replica_change: see `check_workdir_config`.
 
     Returns:
       One results dict per finished iteration (also in `<workdir>/results.jsonl`).
     """
     os.makedirs(workdir, exist_ok=True)
-    check_workdir_config(config, workdir)
+    check_workdir_config(config, workdir, allow_replica_change=allow_replica_change)
     atomic_write_json(os.path.join(workdir, "dataset.json"), {
         "name": dataset.name, "image_shape": list(dataset.image_shape),
         "num_classes": dataset.num_classes, "num_train": len(dataset.y_train),
@@ -219,7 +223,8 @@ def run(config: ExperimentConfig, workdir: str, dataset: ArrayDataset,
                      len(state.labeled_ids))
         next_iteration = state.iteration + 1
         if next_iteration <= config.iterations:
-            model = learner.build(state.iteration, len(state.labeled_ids) + len(generated), None)
+            model = learner.build(state.iteration, len(state.labeled_ids),
+                                  len(state.labeled_ids) + len(generated), None)
             model.load_weights(weights)
 
     for iteration in range(next_iteration, config.iterations + 1):
@@ -235,8 +240,10 @@ def run(config: ExperimentConfig, workdir: str, dataset: ArrayDataset,
         images = np.concatenate([dataset.x_train[labeled], generated.images])
         labels = np.concatenate([dataset.y_train[labeled], generated.labels])
         is_generated = np.arange(len(labels)) >= len(labeled)
-        model = learner.build(iteration, len(labels), model if config.warm_start else None)
-        train_metrics = learner.fit(model, images, labels, is_generated, iteration)
+        model = learner.build(iteration, len(labeled), len(labels), model)
+        unlabeled = ({"unlabeled": dataset.x_train[state.pool_ids]} if learner.uses_unlabeled
+                     else {})
+        train_metrics = learner.fit(model, images, labels, is_generated, iteration, **unlabeled)
         accuracy = learner.evaluate(model, dataset.x_test, dataset.y_test)
         validation = {}
         if len(state.validation_ids):

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Sequence
 
 
-def _save(fig, path: str) -> None:
-    """Writes the figure as PNG to `path` atomically (readers never see a partial file)."""
+def save_figure(fig, path: str) -> None:
+    """Writes the figure as PNG to `path` atomically (readers never see a partial file, and two
+    processes writing the same figure never share a temporary file)."""
     from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
     fig.tight_layout()
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, ".tmp-" + os.path.basename(path))
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def plot_accuracy(results: Sequence[dict], path: str, title: str = "") -> None:
@@ -51,7 +58,7 @@ def plot_accuracy(results: Sequence[dict], path: str, title: str = "") -> None:
         ax.set_title("informativeness of x* and x' (Proposition 2.1)")
         ax.legend()
         ax.grid(True, alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_sample_grid(x_star, x_prime, labels, path: str, *, per_class: int = 4,
@@ -92,4 +99,4 @@ def plot_sample_grid(x_star, x_prime, labels, path: str, *, per_class: int = 4,
                     ax.set_title("x*" if k == 0 else "x'", fontsize=8)
         axes[row, 0].set_ylabel(str(c), rotation=0, labelpad=10, fontsize=8)
     fig.suptitle(title, fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -150,7 +150,8 @@ def restore_classifier(workdir: str, strategy: tf.distribute.Strategy | None = N
         raise ExportError(f"checkpoint of iteration {state.iteration} not found: {weights}")
     learner = experiment.make_learner(config, image_shape, info["num_classes"],
                                       strategy or tf.distribute.get_strategy())
-    model = learner.build(state.iteration, len(state.labeled_ids) + len(generated), None)
+    model = learner.build(state.iteration, len(state.labeled_ids),
+                          len(state.labeled_ids) + len(generated), None)
     model.load_weights(weights)
     return experiment.classifier_of(model), config, info, state.iteration
 

@@ -11,6 +11,7 @@ from absl import flags, logging
 
 from tf_bgadl import cli
 from tf_bgadl import config as config_lib
+from tf_bgadl import methods as methods_lib
 
 _DATASET = flags.DEFINE_enum("dataset", "mnist5k", config_lib.DATASETS, "Data set.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "tfds data dir ('' = tfds' default).")
@@ -19,12 +20,10 @@ _MANUAL_DIR = flags.DEFINE_string("manual_dir", "", "Folder of MNIST-style IDX f
 _MODEL = flags.DEFINE_enum("model", "cnn", config_lib.MODELS, "Classifier.")
 _WIDTH = flags.DEFINE_float("width_multiplier", 1.0, "Scales every layer's width.")
 _DROPOUT = flags.DEFINE_float("dropout_rate", 0.5, "MC-dropout rate before the classifier head.")
-_METHOD = flags.DEFINE_enum(
-    "method", "vaeacgan", config_lib.METHODS,
-    "vaeacgan: BALD + x'=g(e(x*)) (the paper); acgan: BALD + g(z, y*); pmda: BALD + shifts/flips; "
-    "bald: BALD only; bda_partial: random acquisition + ACGAN; random: random acquisition.")
-_ACQUISITION = flags.DEFINE_enum("acquisition", "bald", config_lib.ACQUISITIONS,
-                                 "Acquisition function used by --method=bald.")
+_METHOD = flags.DEFINE_enum("method", "vaeacgan", config_lib.METHODS, methods_lib.flag_help())
+_ACQUISITION = flags.DEFINE_string(
+    "acquisition", "", f"MC-dropout score of every scored method ({', '.join(config_lib.ACQUISITIONS)}"
+    "); default bald. Refused for the methods that acquire at random (random, bda_partial).")
 _INITIAL = flags.DEFINE_integer("initial_per_class", 10, "Initial labeled examples per class.")
 _VALIDATION = flags.DEFINE_integer(
     "validation_per_class", 0, "Class-balanced validation examples per class, drawn with the "
@@ -41,19 +40,37 @@ _OPTIMIZER = flags.DEFINE_enum("optimizer", "adadelta", config_lib.OPTIMIZERS, "
 _LR = flags.DEFINE_float("learning_rate", 1.0, "Initial learning rate.")
 _WD = flags.DEFINE_float("weight_decay_numerator", 3.5, "Weight decay = this / num_labeled.")
 _HALVING = flags.DEFINE_integer("lr_halving_epochs", 5, "Halve the LR every N epochs (0: never).")
-_GENERATION = flags.DEFINE_enum("generation", "persisted", config_lib.GENERATIONS,
-                                "persisted: x' generated once per acquired x* and added to the "
-                                "labeled set (paper); online: C trains on g(e(x), y) and g(z, y) "
-                                "every minibatch (the authors' code).")
+_GENERATION = flags.DEFINE_string(
+    "generation", "", "Generative methods only. persisted: x' generated once per acquired x* and "
+    "added to the labeled set (the paper; vaeacgan's default); online: C trains on g(e(x), y) and "
+    "g(z, y) every minibatch (BDA and the authors' code; acgan's and bda_partial's default).")
 _GEN_LOSS_WEIGHT = flags.DEFINE_float("gen_loss_weight", 1.0, "lambda: weight of the classifier "
                                       "loss on generated samples.")
 _LATENT_DIM = flags.DEFINE_integer("latent_dim", 100, "Latent size of the VAE-ACGAN.")
 _GAN_WIDTH = flags.DEFINE_float("gan_width_multiplier", 1.0, "Scales the encoder, generator and "
                                 "discriminator widths (1.0 = the reference architecture).")
-_GAN_OPTIMIZER = flags.DEFINE_enum("gan_optimizer", "adadelta", config_lib.OPTIMIZERS,
-                                   "Optimizer of the encoder, generator and discriminator.")
-_GAN_LR = flags.DEFINE_float("gan_learning_rate", 1.0, "Their initial learning rate.")
+_GAN_OPTIMIZER = flags.DEFINE_string(
+    "gan_optimizer", "", f"Optimizer of the encoder, generator and discriminator "
+    f"({', '.join(config_lib.OPTIMIZERS)}); default: the method's (vaeacgan: adadelta as the "
+    "authors' code; acgan, bda_partial: adam as pytorch-bda).")
+_GAN_LR = flags.DEFINE_float("gan_learning_rate", 0.0, "Their initial learning rate (0: the "
+                             "method's: 1.0 for adadelta, 2e-4 for acgan/bda_partial).")
+_GAN_BETA_1 = flags.DEFINE_float("gan_beta_1", 0.0, "Adam's beta_1 for them (0: the method's: "
+                                 "0.5 for acgan/bda_partial as pytorch-bda, else 0.9).")
 _GAN_HALVING = flags.DEFINE_integer("gan_lr_halving_epochs", 8, "Halve their LR every N epochs.")
+_KL_WEIGHT = flags.DEFINE_float("kl_weight", config_lib.GeneratorConfig.kl_weight,
+                                "beta: weight of the VAE's KL term (KL / pixels x beta). Ours.")
+_GAN_CARRY_OVER = flags.DEFINE_bool(
+    "gan_carry_over", config_lib.GeneratorConfig.carry_over, "Carry e, g, d over from the "
+    "previous iteration while the classifier restarts from fresh weights. Ours.")
+_GAN_POOL_STEPS = flags.DEFINE_integer(
+    "gan_pool_steps", config_lib.GeneratorConfig.pool_steps, "vaeacgan: encoder/decoder steps "
+    "per iteration on unlabeled pool images, conditioned on the classifier's predicted class "
+    "(no oracle label used). Ours.")
+_GAN_POOL_STEPS_FRESH = flags.DEFINE_integer(
+    "gan_pool_steps_fresh", config_lib.GeneratorConfig.pool_steps_fresh, "vaeacgan: the pool "
+    "steps when the encoder and decoder start from fresh weights (iteration 0, or every "
+    "iteration without --gan_carry_over); 0: --gan_pool_steps. Ours.")
 _WARM_START = flags.DEFINE_bool("warm_start", False, "Start each iteration from the previous "
                                 "iteration's weights instead of fresh ones.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of everything random in the run.")
@@ -62,6 +79,9 @@ _NUM_CPU_DEVICES = flags.DEFINE_integer("num_cpu_devices", 0, "Split the CPU int
                                         "logical devices (e.g. 2 to try --strategy=mirrored).")
 _DETERMINISTIC = flags.DEFINE_bool("deterministic", True, "Deterministic TF ops (same seed, same "
                                    "acquisitions).")
+_ALLOW_REPLICA_CHANGE = flags.DEFINE_bool(
+    "allow_replica_change", False, "Resume a run on another number of replicas (refused by "
+    "default: BatchNorm is synchronised over the replicas, so the result would differ).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (results, checkpoints, plots).")
 _EXPORT_BASE = flags.DEFINE_string("export_base", "", "If set, export the final classifier for "
                                    "TF Serving to <export_base>/<export_model_name>/<version>.")
@@ -89,9 +109,12 @@ def config_from_flags() -> config_lib.ExperimentConfig:
             latent_dim=_LATENT_DIM.value, width_multiplier=_GAN_WIDTH.value,
             generation=_GENERATION.value,
             gen_loss_weight=_GEN_LOSS_WEIGHT.value, optimizer=_GAN_OPTIMIZER.value,
-            learning_rate=_GAN_LR.value, lr_halving_epochs=_GAN_HALVING.value),
+            learning_rate=_GAN_LR.value, beta_1=_GAN_BETA_1.value,
+            lr_halving_epochs=_GAN_HALVING.value, kl_weight=_KL_WEIGHT.value,
+            carry_over=_GAN_CARRY_OVER.value, pool_steps=_GAN_POOL_STEPS.value,
+            pool_steps_fresh=_GAN_POOL_STEPS_FRESH.value),
         iterations=_ITERATIONS.value, warm_start=_WARM_START.value, seed=_SEED.value,
-        strategy=_STRATEGY.value)
+        strategy=_STRATEGY.value, deterministic=_DETERMINISTIC.value)
 
 
 def main(argv):
@@ -105,10 +128,11 @@ def main(argv):
     from tf_bgadl import data, experiment, serving_export  # pylint: disable=import-outside-toplevel
 
     experiment.configure_cpu_devices(_NUM_CPU_DEVICES.value)
-    if _DETERMINISTIC.value:
+    if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     try:
-        results = experiment.train_and_evaluate(config, _WORKDIR.value)
+        results = experiment.train_and_evaluate(config, _WORKDIR.value,
+                                                allow_replica_change=_ALLOW_REPLICA_CHANGE.value)
         if _EXPORT_BASE.value:
             path = serving_export.export_run(_WORKDIR.value, _EXPORT_BASE.value,
                                              model_name=_EXPORT_MODEL_NAME.value)

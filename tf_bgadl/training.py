@@ -65,12 +65,20 @@ class L2SGD(_CoupledL2, keras.optimizers.SGD):
     """SGD (momentum 0.9) with coupled L2 weight decay."""
 
 
-def make_optimizer(config: TrainConfig, num_examples: int) -> keras.optimizers.Optimizer:
+def make_optimizer(config: TrainConfig, num_examples: int, *, decay_count: int | None = None,
+                   beta_1: float | None = None) -> keras.optimizers.Optimizer:
     """The classifier optimizer of the reference code, with its schedule and weight decay.
 
-    Learning rate halved every `lr_halving_epochs` epochs; L2 weight decay
-    `weight_decay_numerator / num_examples` added to the gradients, as PyTorch's `weight_decay`
-    in the reference code does.
+    Args:
+      config: optimizer, learning rate, halving period, weight decay numerator.
+      num_examples: training rows per epoch (oracle-labeled plus generated): sets the steps per
+        epoch of the halving schedule.
+      decay_count: N of the weight decay `weight_decay_numerator / N` (the oracle-labeled
+        count, PROTOCOL.md); defaults to `num_examples`.
+      beta_1: Adam's beta_1 (None: Keras' 0.9); ignored by the other optimizers.
+
+    Learning rate halved every `lr_halving_epochs` epochs; L2 weight decay added to the
+    gradients, as PyTorch's `weight_decay` in the reference code does.
     """
     steps_per_epoch = max(1, int(np.ceil(num_examples / config.batch_size)))
     lr = config.learning_rate
@@ -78,19 +86,19 @@ def make_optimizer(config: TrainConfig, num_examples: int) -> keras.optimizers.O
         lr = keras.optimizers.schedules.ExponentialDecay(
             config.learning_rate, decay_steps=config.lr_halving_epochs * steps_per_epoch,
             decay_rate=0.5, staircase=True)
-    l2 = config.weight_decay_numerator / num_examples
+    l2 = config.weight_decay_numerator / max(1, decay_count or num_examples)
     if config.optimizer == "adadelta":
         return L2Adadelta(lr, rho=0.9, epsilon=1e-6, l2=l2)
     if config.optimizer == "adam":
-        return L2Adam(lr, l2=l2)
+        return L2Adam(lr, l2=l2, **({} if beta_1 is None else {"beta_1": beta_1}))
     if config.optimizer == "sgd":
         return L2SGD(lr, momentum=0.9, l2=l2)
     raise ValueError(f"optimizer={config.optimizer!r}; choose adadelta, adam or sgd")
 
 
-def compile_classifier(model: keras.Model, config: TrainConfig, num_examples: int) -> None:
-    """Compiles `model` for training (call under the strategy's scope)."""
-    model.compile(optimizer=make_optimizer(config, num_examples),
+def compile_classifier(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
+    """Compiles `model` for training with `optimizer` (call under the strategy's scope)."""
+    model.compile(optimizer=optimizer,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
 

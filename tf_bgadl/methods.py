@@ -1,0 +1,99 @@
+"""The six methods of Table I, each declared once: how it acquires and how it augments.
+
+The loop, config validation and defaults, the `--method` help and the README's methods table
+(checked by a test) are all read from `METHODS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+SCORED = "scored"  # MC-dropout acquisition score (`--acquisition`: bald, max_entropy, ...)
+RANDOM = "random"  # uniformly random acquisition, no model involved
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One column of Table I.
+
+    Attributes:
+      name: the `--method` value.
+      column: the Table I column it reproduces.
+      acquisition: SCORED or RANDOM.
+      augmentation: "none", "pmda", "vaeacgan" (x' = g(e(x*), y*)) or "acgan" (x' = g(z, y*)).
+      generation: default `--generation` of a generative method ("persisted": x' stored once
+        per acquired x*; "online": fresh generated samples in every minibatch), else None.
+      gan_optimizer, gan_learning_rate, gan_beta_1: default optimizer of the generative
+        networks (generative methods only).
+      source: where the defaults come from.
+    """
+
+    name: str
+    column: str
+    acquisition: str
+    augmentation: str
+    generation: str | None = None
+    gan_optimizer: str | None = None
+    gan_learning_rate: float | None = None
+    gan_beta_1: float | None = None
+    source: str = ""
+
+    @property
+    def generative(self) -> bool:
+        return self.augmentation in ("vaeacgan", "acgan")
+
+    @property
+    def uses_encoder(self) -> bool:
+        return self.augmentation == "vaeacgan"
+
+    def describe(self) -> str:
+        acquires = "BALD-style score" if self.acquisition == SCORED else "random"
+        augments = {"none": "no augmentation", "pmda": "shifts (+ flips for CIFAR)",
+                    "vaeacgan": "x' = g(e(x*), y*)", "acgan": "x' = g(z, y*)"}[self.augmentation]
+        return f"{self.name}: {acquires} acquisition + {augments}"
+
+
+_BDA = dict(augmentation="acgan", generation="online", gan_optimizer="adam",
+            gan_learning_rate=2e-4, gan_beta_1=0.5,
+            source="BDA (pytorch-bda): fresh g(z, y) every minibatch, Adam(2e-4, beta_1=0.5) "
+                   "for G and D")
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("vaeacgan", "AL w. VAEACGAN", SCORED, "vaeacgan", generation="persisted",
+           gan_optimizer="adadelta", gan_learning_rate=1.0, gan_beta_1=0.9,
+           source="the paper: x' stored once per acquired x*; the authors' code: Adadelta for "
+                  "E, G, D"),
+    Method("acgan", "AL w. ACGAN", SCORED, **_BDA),
+    Method("pmda", "AL w. PMDA", SCORED, "pmda", source="classic augmentation"),
+    Method("bald", "AL without DA", SCORED, "none", source="Gal et al. 2017"),
+    Method("bda_partial", "BDA (partial training)", RANDOM, **_BDA),
+    Method("random", "Random selection", RANDOM, "none", source="no active learning"),
+)}
+
+
+def get(name: str) -> Method:
+    """The method called `name`; ValueError naming the allowed ones otherwise."""
+    if name not in METHODS:
+        raise ValueError(f"--method={name!r} is not supported; choose one of "
+                         f"{', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def flag_help() -> str:
+    return "; ".join(m.describe() for m in METHODS.values()) + "."
+
+
+def markdown_table() -> str:
+    """The README's methods table."""
+    rows = ["| `--method` | acquisition | augmentation | default generation | Table I column |",
+            "|---|---|---|---|---|"]
+    augment = {"none": "none", "pmda": "random shifts (10 %), plus horizontal flips for CIFAR",
+               "vaeacgan": "x' = g(e(x*), y*) of the jointly trained VAE-ACGAN",
+               "acgan": "x' = g(z, y*), random z, ACGAN without encoder (BDA's)"}
+    for m in METHODS.values():
+        acquisition = "MC-dropout score (`--acquisition`)" if m.acquisition == SCORED else "random"
+        generation = (f"`{m.generation}`, {m.gan_optimizer} lr {m.gan_learning_rate:g}"
+                      + (f" beta_1 {m.gan_beta_1:g}" if m.gan_optimizer == "adam" else "")
+                      if m.generative else "-")
+        rows.append(f"| `{m.name}` | {acquisition} | {augment[m.augmentation]} | {generation} | "
+                    f"{m.column} |")
+    return "\n".join(rows)

@@ -1,0 +1,1 @@
+"""Studies: methods x seeds grids of ordinary train runs, and their report."""
