@@ -90,3 +90,17 @@ def test_real_fashion_mnist_from_debian_package(tmp_path):
     assert ds.x_train.shape == (60000, 28, 28, 1) and ds.x_test.shape == (10000, 28, 28, 1)
     assert np.bincount(ds.y_train).tolist() == [6000] * 10
     assert ds.num_classes == 10
+
+
+def test_concurrent_preparation_of_one_data_set(tmp_path):
+    """Several processes (a study's cells) preparing the same data set at once all succeed."""
+    import subprocess
+    import sys
+    code = ("import sys; from tf_bgadl import data; "
+            "b = data.get_builder('digits', sys.argv[1]); print(b.info.splits['train'].num_examples)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-2000:]
+        assert out.strip().splitlines()[-1] == "1438"

@@ -319,3 +319,23 @@ def test_entry_point_does_not_import_tensorflow():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                           check=True, timeout=120)
     assert proc.stdout.strip() == "False"
+
+
+def test_only_real_config_differences_are_warned_about(tmp_path):
+    """Methods resolve their own generator defaults (methods.py): not a warning between methods,
+    but a warning between two cells of one method."""
+    def set_generator(cell, **values):
+        path = os.path.join(cell, "config.json")
+        config = json.load(open(path))
+        config["generator"] = values
+        json.dump(config, open(path, "w"))
+
+    for seed in (1, 2):
+        set_generator(write_cell(str(tmp_path), "vaeacgan", seed, [0.5, 0.6]),
+                      generation="persisted")
+        set_generator(write_cell(str(tmp_path), "acgan", seed, [0.5, 0.6]), generation="online")
+    assert summary.write_report(str(tmp_path))["compared"]["config_differences"] == {}
+    set_generator(os.path.join(str(tmp_path), "acgan", "seed_2"), generation="persisted")
+    differences = summary.write_report(str(tmp_path))["compared"]["config_differences"]
+    assert list(differences) == ["generator.generation (acgan)"]
+    assert "Warning" in open(os.path.join(str(tmp_path), "report.md")).read()

@@ -8,7 +8,9 @@ enters the active-learning pool.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import os
 import socket
 import time
@@ -83,7 +85,28 @@ def prepare_command(name: str, data_dir: str) -> str:
             f"with network access, then copy {os.path.join(data_dir, name)} here")
 
 
+@contextlib.contextmanager
+def _preparation_lock(data_dir: str, name: str):
+    """An exclusive lock per (data dir, data set): tfds fails when two processes (e.g. the cells
+    of a study) prepare the same data set at once; the second waits and then finds it ready."""
+    os.makedirs(data_dir, exist_ok=True)
+    with open(os.path.join(data_dir, f".{name}.prepare.lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def get_builder(name: str, data_dir: str, manual_dir: str = ""):
+    """Returns the tfds builder for `name`, prepared (see `_get_builder`), preparing it under a
+    lock shared with every other process that uses the same data dir."""
+    data_dir = data_dir or default_data_dir()
+    with _preparation_lock(data_dir, name):
+        return _get_builder(name, data_dir, manual_dir)
+
+
+def _get_builder(name: str, data_dir: str, manual_dir: str = ""):
     """Returns the tfds builder for `name`, prepared (preparing it offline where possible).
 
     Args:

@@ -151,8 +151,17 @@ def _compared(cells: list[Cell]) -> dict:
         return sorted({json.dumps(c.get(key)) for c in configs})
 
     keys = sorted(set().union(*configs)) if configs else []
+    # Keys each method resolves to its own defaults (methods.py) differ between methods by
+    # design; they are compared only among the cells of one method.
+    per_method = [k for k in keys if k == "acquisition.acquisition" or k.startswith("generator.")]
     differ = {k: [json.loads(v) for v in values(k)] for k in keys
-              if k not in _PER_CELL_KEYS and len(values(k)) > 1}
+              if k not in _PER_CELL_KEYS and k not in per_method and len(values(k)) > 1}
+    for method in sorted({c.get("acquisition.method") for c in configs}, key=str):
+        group = [c for c in configs if c.get("acquisition.method") == method]
+        for k in per_method:
+            seen = sorted({json.dumps(c.get(k)) for c in group})
+            if len(seen) > 1:
+                differ[f"{k} ({method})"] = [json.loads(v) for v in seen]
     field = {k: [json.loads(v) for v in values(k)] for k in
              ("data.dataset", "model.name", "iterations", "acquisition.acquire_per_iteration",
               "data.initial_per_class", "train.epochs")}
