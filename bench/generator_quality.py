@@ -31,6 +31,10 @@ VARIANTS = {
               "--gan_pool_steps_fresh=2000"],
     "front_wide": ["--kl_weight=0.01", "--gan_carry_over", "--gan_pool_steps=400",
                    "--gan_pool_steps_fresh=2000", "--gan_width_multiplier=0.5"],
+    "carry_1000": ["--kl_weight=0.01", "--gan_carry_over", "--gan_pool_steps=1000",
+                   "--gan_pool_steps_fresh=2000"],
+    "fresh_pool": ["--kl_weight=0.01", "--nogan_carry_over", "--gan_pool_steps=2000"],
+    "fresh_pool3k": ["--kl_weight=0.01", "--nogan_carry_over", "--gan_pool_steps=3000"],
     "default": [],  # whatever the shipped quickstart.flags and flag defaults say
 }
 

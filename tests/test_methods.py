@@ -22,7 +22,8 @@ def _config(data_dir, method, generation=""):
         train=TrainConfig(epochs=2, batch_size=32),
         acquisition=AcquisitionConfig(method=method, acquire_per_iteration=10, pool_subset=40,
                                       mc_samples=4, score_batch_size=64),
-        generator=GeneratorConfig(latent_dim=8, generation=generation),
+        generator=GeneratorConfig(latent_dim=8, generation=generation,
+                                  pool_steps=5 if method == "vaeacgan" else -1),
         iterations=2, seed=1)
 
 
@@ -61,12 +62,14 @@ def test_method_end_to_end(data_dir, tmp_path, method, generation):
 
 @pytest.mark.parametrize("method", ["bald", "vaeacgan"])
 def test_build_is_fresh_or_warm_started(digits, data_dir, method):
-    learner = experiment.make_learner(_config(data_dir, method), digits.image_shape,
-                                      digits.num_classes, experiment.make_strategy("default"))
+    learner = experiment.make_learner(config_lib.validate(_config(data_dir, method)),
+                                      digits.image_shape, digits.num_classes,
+                                      experiment.make_strategy("default"))
     previous = learner.build(0, 20, 20, None)
     fresh = learner.build(1, 30, 40, None)
     warm = experiment.make_learner(
-        dataclasses.replace(_config(data_dir, method), warm_start=True), digits.image_shape,
+        config_lib.validate(dataclasses.replace(_config(data_dir, method), warm_start=True)),
+        digits.image_shape,
         digits.num_classes, experiment.make_strategy("default")).build(1, 30, 40, previous)
     assert any(not np.array_equal(a, b)
                for a, b in zip(previous.get_weights(), fresh.get_weights()))

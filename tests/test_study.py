@@ -367,6 +367,8 @@ def test_the_study_process_does_not_import_tensorflow():
     (["--pool_subset=0"], {}, "--pool_subset=0 must be positive"),
     (["--methods=random,bald", "--dropout_rate=0"], {},
      "use a positive rate for --method=bald"),
+    (["--export_base=/tmp/models"], {}, "would export every cell to the same place"),
+    (["--methods=random", "--acquisition=max_entropy"], {}, "does not apply to --method=random"),
 ])
 def test_bad_study_input_is_a_clear_error_before_anything_runs(tmp_path, flags, env, message):
     workdir = tmp_path / "study"

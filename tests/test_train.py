@@ -13,7 +13,8 @@ from conftest import REPO, run_module
 
 TINY = ["--dataset=digits", "--initial_per_class=2", "--acquire_per_iteration=10",
         "--pool_subset=60", "--mc_samples=5", "--epochs=2", "--batch_size=32",
-        "--score_batch_size=64", "--latent_dim=8", "--gan_width_multiplier=0.25"]
+        "--score_batch_size=64", "--latent_dim=8", "--gan_width_multiplier=0.25",
+        "--gan_pool_steps=5"]
 
 
 def _event_tags(logdir):

@@ -7,38 +7,93 @@ from tf_bgadl import experiment
 from tf_bgadl.models import build_classifier
 from tf_bgadl.models.vae_acgan import VAEACGAN, build_generator
 
+JOINT_METRICS = {"classifier_loss", "generator_loss", "discriminator_loss", "accuracy"}
+ENCODER_METRICS = {"encoder_loss", "reconstruction_mse", "kl"}
+
 
 def _model(strategy, *, use_encoder=True, generation="persisted", dropout_rate=0.5, seed=0,
-           optimizer=lambda: keras.optimizers.Adam(1e-3), shape=(8, 8, 1), classes=10):
+           optimizer=lambda: keras.optimizers.Adam(1e-3), shape=(8, 8, 1), classes=10,
+           classifier="cnn", **kwargs):
     with strategy.scope():
-        classifier = build_classifier("cnn", num_classes=classes, input_shape=shape,
-                                      dropout_rate=dropout_rate, seed=seed)
-        model = VAEACGAN(classifier, shape, classes, latent_dim=16, use_encoder=use_encoder,
-                         generation=generation, seed=seed)
+        c = build_classifier(classifier, num_classes=classes, input_shape=shape,
+                             dropout_rate=dropout_rate, seed=seed,
+                             width_multiplier=0.125 if classifier.startswith("resnet") else 1.0)
+        model = VAEACGAN(c, shape, classes, latent_dim=16, use_encoder=use_encoder,
+                         generation=generation, seed=seed, **kwargs)
         model.compile(c_optimizer=optimizer(), g_optimizer=optimizer(),
                       d_optimizer=optimizer(),
                       e_optimizer=optimizer() if use_encoder else None)
     return model
 
 
-def _batch(digits, n=32, generated=0):
+def _is_generated(generated_per_half, n=32):
+    """is_generated [n]: the last k rows of each half (one half per replica) are generated."""
+    half = n // 2
+    mask = np.zeros(n, bool)
+    for index, k in enumerate(generated_per_half):
+        mask[(index + 1) * half - k:(index + 1) * half] = True
+    return mask
+
+
+def _batch(digits, n=32, generated=0, mask=None):
     x = tf.constant(digits.x_train[:n], tf.float32) / 255.0
     y = tf.constant(digits.y_train[:n])
-    is_gen = tf.constant(np.arange(n) >= n - generated)
+    is_gen = tf.constant(np.arange(n) >= n - generated if mask is None else mask)
     return x, (y, is_gen)
+
+
+def _values(variables):
+    return [np.array(v.numpy()) for v in variables]
+
+
+def _bn_statistics(network):
+    return _values([v for v in network.variables if "moving_" in v.path])
+
+
+def _mirrored_pair(**kwargs):
+    """(one-device model, MirroredStrategy model with the same weights, the strategy).
+
+    The weights are seeded: the two steps differ by float32 rounding (synchronised BatchNorm
+    computes E[x^2] - E[x]^2; sums run in another order), which moves a (Leaky)ReLU input
+    lying within rounding of zero to the other side in a few percent of random
+    initialisations; a fixed one keeps the comparison exact to the tolerance."""
+    keras.utils.set_random_seed(0)
+    sgd = lambda: keras.optimizers.SGD(0.1)  # noqa: E731 - plain SGD shows gradient scaling
+    single = _model(tf.distribute.get_strategy(), dropout_rate=0.0, optimizer=sgd, **kwargs)
+    strategy = experiment.make_strategy("mirrored")
+    assert strategy.num_replicas_in_sync == 2
+    mirrored = _model(strategy, dropout_rate=0.0, optimizer=sgd, **kwargs)
+    mirrored.set_weights(single.get_weights())
+    return single, mirrored, strategy
+
+
+def _mirrored_step(strategy, model, batch):
+    """One train_step under `strategy`; replica r gets the r-th half of `batch`."""
+    x, (y, g) = batch
+    ds = strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensor_slices((x, (y, g))).batch(len(x)))
+    step = tf.function(lambda b: strategy.run(model.train_step, args=(b,)))
+    return step(next(iter(ds)))
+
+
+def _assert_mirrored_equals_single(strategy, logs_single, logs_mirrored, single, mirrored):
+    assert set(logs_mirrored) == set(logs_single)
+    for name, value in logs_single.items():
+        # Every replica reports the global value (losses are means over the global batch).
+        for replica_value in strategy.experimental_local_results(logs_mirrored[name]):
+            np.testing.assert_allclose(float(replica_value), float(value), rtol=2e-3, atol=1e-4,
+                                       err_msg=name)
+    for a, b in zip(single.get_weights(), mirrored.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-5)
 
 
 @pytest.mark.parametrize("use_encoder, generation", [(True, "persisted"), (True, "online"),
                                                     (False, "persisted")])
 def test_train_step_losses_finite_and_every_network_learns(digits, use_encoder, generation):
     model = _model(tf.distribute.get_strategy(), use_encoder=use_encoder, generation=generation)
-    before = {name: [v.numpy().copy() for v in variables]
-              for name, variables in model.networks().items()}
+    before = {name: _values(variables) for name, variables in model.networks().items()}
     logs = model.train_step(_batch(digits, generated=8))
-    expected = {"classifier_loss", "generator_loss", "discriminator_loss", "accuracy"}
-    if use_encoder:
-        expected |= {"encoder_loss", "reconstruction_mse", "kl"}
-    assert set(logs) == expected
+    assert set(logs) == JOINT_METRICS | (ENCODER_METRICS if use_encoder else set())
     assert all(np.isfinite(float(v)) for v in logs.values())
     assert set(before) == ({"classifier", "generator", "discriminator"}
                            | ({"encoder"} if use_encoder else set()))
@@ -67,26 +122,47 @@ def test_generator_output_shapes_for_odd_sizes():
         assert g([tf.zeros((2, 4)), tf.zeros((2, 100))]).shape == (2, *shape)
 
 
-def test_mirrored_first_step_equals_one_device(digits):
-    sgd = lambda: keras.optimizers.SGD(0.1)  # noqa: E731 - plain SGD shows gradient scaling
-    single = _model(tf.distribute.get_strategy(), dropout_rate=0.0, optimizer=sgd)
-    mirrored_strategy = experiment.make_strategy("mirrored")
-    assert mirrored_strategy.num_replicas_in_sync == 2
-    mirrored = _model(mirrored_strategy, dropout_rate=0.0, optimizer=sgd)
-    mirrored.set_weights(single.get_weights())
-    x, (y, g) = _batch(digits, n=32)
-    logs_single = single.train_step((x, (y, g)))
-    ds = mirrored_strategy.experimental_distribute_dataset(
-        tf.data.Dataset.from_tensor_slices((x, (y, g))).batch(32))
-    step = tf.function(lambda batch: mirrored_strategy.run(mirrored.train_step, args=(batch,)))
-    logs_mirrored = step(next(iter(ds)))
-    for name, value in logs_single.items():
-        # Each replica reports its half of the batch; equal halves average to the global value.
-        replica_values = mirrored_strategy.experimental_local_results(logs_mirrored[name])
-        np.testing.assert_allclose(np.mean([float(v) for v in replica_values]), float(value),
-                                   rtol=2e-3, atol=1e-4, err_msg=name)
-    for a, b in zip(single.get_weights(), mirrored.get_weights()):
-        np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-5)
+@pytest.mark.parametrize("generation", ["persisted", "online"])
+@pytest.mark.parametrize("use_encoder", [True, False])
+def test_generated_images_leave_the_classifier_batchnorm_statistics_alone(
+        digits, use_encoder, generation):
+    """After a step, C's BatchNorm moving statistics are those of C's pass over the batch's
+    rows alone: g(z, y) and g(e(x), y) go through C in inference mode."""
+    batch = _batch(digits, generated=8 if generation == "persisted" else 0)
+    model = _model(tf.distribute.get_strategy(), classifier="resnet18", use_encoder=use_encoder,
+                   generation=generation)
+    reference = _model(tf.distribute.get_strategy(), classifier="resnet18",
+                       use_encoder=use_encoder, generation=generation)
+    reference.set_weights(model.get_weights())
+    initial = _bn_statistics(model.classifier)
+    assert initial
+    model.train_step(batch)
+    reference.classifier(batch[0], training=True)  # C alone on the batch's rows
+    after = _bn_statistics(model.classifier)
+    assert any(not np.allclose(a, b) for a, b in zip(initial, after))
+    for a, b in zip(after, _bn_statistics(reference.classifier)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# Replica 0 / replica 1: generated rows in each half of the 32-row batch.
+UNEVEN = (2, 6)
+REPLICA_0_WITHOUT_REAL_ROWS = (16, 6)
+
+
+@pytest.mark.parametrize("use_encoder, generation, generated_per_replica", [
+    (True, "persisted", (0, 0)), (True, "persisted", UNEVEN), (False, "persisted", UNEVEN),
+    (True, "online", UNEVEN), (False, "online", UNEVEN),
+    (True, "persisted", REPLICA_0_WITHOUT_REAL_ROWS)])
+def test_mirrored_first_step_equals_one_device(digits, use_encoder, generation,
+                                               generated_per_replica):
+    """Masked losses are means over the global batch and z rows are sliced by global offset,
+    so two replicas with uneven real rows (even none on one replica) take the same step as one
+    device."""
+    single, mirrored, strategy = _mirrored_pair(use_encoder=use_encoder, generation=generation)
+    batch = _batch(digits, mask=_is_generated(generated_per_replica))
+    logs_single = single.train_step(batch)
+    logs_mirrored = _mirrored_step(strategy, mirrored, batch)
+    _assert_mirrored_equals_single(strategy, logs_single, logs_mirrored, single, mirrored)
 
 
 def test_replicas_draw_different_latent_noise():
@@ -111,6 +187,9 @@ def test_fit_builds_from_images_and_trains_under_mirrored(digits):
     history = model.fit(ds.batch(20), epochs=2, verbose=0, shuffle=False).history
     assert np.isfinite(history["generator_loss"][-1])
     assert model(tf.constant(x[:3])).shape == (3, 10)
+    model.set_phase("reconstruction")
+    history = model.fit(ds.batch(20), epochs=1, verbose=0, shuffle=False).history
+    assert set(history) == ENCODER_METRICS and np.isfinite(history["reconstruction_mse"][-1])
 
 
 def test_generative_networks_never_see_stored_generated_rows(digits):
@@ -138,11 +217,138 @@ def test_generative_networks_never_see_stored_generated_rows(digits):
                                                      weights[1]["classifier"]))
 
 
-def test_a_batch_without_real_rows_trains_only_the_classifier(digits):
-    model = _model(tf.distribute.get_strategy())
-    before = {n: [v.numpy().copy() for v in vs] for n, vs in model.networks().items()}
-    logs = model.train_step(_batch(digits, n=16, generated=16))
+def _generative_state(model):
+    """Weights (BatchNorm statistics included), optimizer variables and iteration counts of
+    e, g and d."""
+    state = {}
+    for name in ("encoder", "generator", "discriminator"):
+        network = getattr(model, name)
+        if network is not None:
+            state[name] = _values(network.weights)
+            state[f"{name}_optimizer"] = _values(model.optimizers[name].variables)
+            state[f"{name}_iterations"] = int(model.optimizers[name].iterations.numpy())
+    return state
+
+
+def _assert_same_state(before, after):
+    assert before.keys() == after.keys()
+    for name, value in before.items():
+        if isinstance(value, int):
+            assert value == after[name], name
+        else:
+            for a, b in zip(value, after[name]):
+                np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+@pytest.mark.parametrize("strategy_name, use_encoder", [
+    ("default", True), ("default", False), ("mirrored", True)])
+def test_a_batch_without_real_rows_trains_only_the_classifier(digits, strategy_name,
+                                                              use_encoder):
+    """Only stored x' rows (persisted): e, g and d are not run at all (no BatchNorm update, no
+    optimizer step), on one device and on every replica alike."""
+    strategy = experiment.make_strategy(strategy_name)
+    model = _model(strategy, use_encoder=use_encoder)
+    before = _generative_state(model)
+    assert before["generator_iterations"] == 0
+    classifier_before = _values(model.classifier.trainable_variables)
+    batch = _batch(digits, n=32, generated=32)
+    if strategy_name == "default":
+        logs = model.train_step(batch)
+    else:
+        per_replica = _mirrored_step(strategy, model, batch)
+        logs = {k: strategy.experimental_local_results(v)[0] for k, v in per_replica.items()}
     assert all(np.isfinite(float(v)) for v in logs.values())
     assert float(logs["generator_loss"]) == 0.0 and float(logs["discriminator_loss"]) == 0.0
+    _assert_same_state(before, _generative_state(model))
     assert any(not np.array_equal(b, v.numpy())
-               for b, v in zip(before["classifier"], model.networks()["classifier"]))
+               for b, v in zip(classifier_before, model.classifier.trainable_variables))
+    assert int(model.optimizers["classifier"].iterations.numpy()) == 1
+
+
+def test_kl_weight_scales_the_kl_term_of_the_encoder_loss(digits):
+    assert _model(tf.distribute.get_strategy()).kl_weight == 1.0
+    model = _model(tf.distribute.get_strategy(), kl_weight=0.25)
+    assert model.kl_weight == 0.25
+    logs = model.train_step(_batch(digits, generated=8))
+    np.testing.assert_allclose(float(logs["encoder_loss"]),
+                               float(logs["reconstruction_mse"]) + 0.25 * float(logs["kl"]),
+                               rtol=1e-5)
+    assert float(logs["kl"]) > 0
+
+
+def test_reconstruction_phase_needs_an_encoder():
+    with pytest.raises(ValueError, match="use_encoder=False"):
+        _model(tf.distribute.get_strategy(), use_encoder=False, reconstruction_phase=True)
+    model = _model(tf.distribute.get_strategy(), use_encoder=False)
+    with pytest.raises(ValueError, match="use_encoder=False"):
+        model.set_phase("reconstruction")
+    with pytest.raises(ValueError, match="'pool'"):
+        model.set_phase("pool")
+    assert not model.reconstruction_phase
+
+
+def test_reconstruction_phase_trains_only_encoder_and_generator_in_fit(digits):
+    """fit picks up set_phase without a recompile (Keras 3.15 keeps a traced train function
+    otherwise): only e and g change; C and d are not called (ResNet C: BatchNorm untouched)."""
+    model = _model(tf.distribute.get_strategy(), classifier="resnet18")
+    x = digits.x_train[:64].astype(np.float32) / 255.0
+    ds = tf.data.Dataset.from_tensor_slices(
+        (x, (digits.y_train[:64], np.zeros(64, np.float32)))).batch(32)
+    joint_history = model.fit(ds, epochs=1, verbose=0, shuffle=False).history
+    assert set(joint_history) == JOINT_METRICS | ENCODER_METRICS
+    frozen = {name: (_values(getattr(model, name).variables),
+                     _values(model.optimizers[name].variables))
+              for name in ("classifier", "discriminator")}
+    trained = {name: _values(getattr(model, name).trainable_variables)
+               for name in ("encoder", "generator")}
+    model.set_phase("reconstruction")
+    assert model.reconstruction_phase
+    history = model.fit(ds, epochs=2, verbose=0, shuffle=False).history
+    assert set(history) == ENCODER_METRICS
+    assert all(np.isfinite(v[-1]) for v in history.values())
+    for name, (variables, optimizer_variables) in frozen.items():
+        for a, b in zip(variables, _values(getattr(model, name).variables)):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+        for a, b in zip(optimizer_variables, _values(model.optimizers[name].variables)):
+            np.testing.assert_array_equal(a, b, err_msg=f"{name} optimizer")
+    for name, before in trained.items():
+        after = _values(getattr(model, name).trainable_variables)
+        assert all(not np.array_equal(a, b) for a, b in zip(before, after)), name
+    model.set_phase("joint")
+    joint_history = model.fit(ds, epochs=1, verbose=0, shuffle=False).history
+    assert set(joint_history) == JOINT_METRICS | ENCODER_METRICS
+
+
+def _held_out_mse(model, x, y):
+    return float(np.mean((model.generate(tf.constant(x), y).numpy() - x) ** 2))
+
+
+def test_reconstruction_phase_lowers_held_out_reconstruction_error(digits):
+    """300 steps of the phase: the held-out error falls well below its start and below that of
+    the class-mean image (x' keeps the style of its x, not only its class)."""
+    model = _model(tf.distribute.get_strategy(), reconstruction_phase=True, kl_weight=0.1)
+    x = digits.x_train[:1024].astype(np.float32) / 255.0
+    y = digits.y_train[:1024]
+    x_test, y_test = digits.x_test[:256].astype(np.float32) / 255.0, digits.y_test[:256]
+    class_means = np.stack([x[y == c].mean(0) for c in range(10)])
+    class_mean_mse = float(np.mean((class_means[y_test] - x_test) ** 2))  # ~0.040
+    ds = tf.data.Dataset.from_tensor_slices((x, (y, np.zeros(1024, np.float32)))).shuffle(
+        1024, seed=0).batch(32).repeat()
+    before = _held_out_mse(model, x_test, y_test)  # ~0.18
+    history = model.fit(ds, steps_per_epoch=100, epochs=3, verbose=0,
+                        shuffle=False).history
+    after = _held_out_mse(model, x_test, y_test)  # ~0.019 measured
+    assert after < 0.35 * before, (before, after, history["reconstruction_mse"])
+    assert after < 0.75 * class_mean_mse, (after, class_mean_mse)
+
+
+@pytest.mark.parametrize("generated_per_replica", [UNEVEN, REPLICA_0_WITHOUT_REAL_ROWS])
+def test_mirrored_reconstruction_step_equals_one_device(digits, generated_per_replica):
+    single, mirrored, strategy = _mirrored_pair(reconstruction_phase=True)
+    batch = _batch(digits, mask=_is_generated(generated_per_replica))
+    logs_single = single.train_step(batch)
+    assert set(logs_single) == ENCODER_METRICS
+    logs_mirrored = _mirrored_step(strategy, mirrored, batch)
+    _assert_mirrored_equals_single(strategy, logs_single, logs_mirrored, single, mirrored)
+    for name in ("classifier", "discriminator"):
+        assert int(mirrored.optimizers[name].iterations.numpy()) == 0

@@ -28,7 +28,7 @@ ENTRY_POINTS = ["tf_bgadl.train", "tf_bgadl.study", "tf_bgadl.report", "tf_bgadl
 # Tiny sizes for `digits` (as tests/test_train.py).
 TINY = ["--initial_per_class=2", "--acquire_per_iteration=10", "--pool_subset=60",
         "--mc_samples=5", "--batch_size=32", "--score_batch_size=64", "--latent_dim=8",
-        "--gan_width_multiplier=0.25"]
+        "--gan_width_multiplier=0.25", "--gan_pool_steps=5"]
 
 
 def _run(args, cwd, timeout=600):

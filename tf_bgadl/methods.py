@@ -25,6 +25,8 @@ class Method:
         per acquired x*; "online": fresh generated samples in every minibatch), else None.
       gan_optimizer, gan_learning_rate, gan_beta_1: default optimizer of the generative
         networks (generative methods only).
+      pool_steps: default encoder/decoder steps per iteration on unlabeled pool images
+        (`--gan_pool_steps`; ours, beyond the paper; methods with an encoder only).
       source: where the defaults come from.
     """
 
@@ -36,6 +38,7 @@ class Method:
     gan_optimizer: str | None = None
     gan_learning_rate: float | None = None
     gan_beta_1: float | None = None
+    pool_steps: int = 0
     source: str = ""
 
     @property
@@ -59,9 +62,9 @@ _BDA = dict(augmentation="acgan", generation="online", gan_optimizer="adam",
                    "for G and D")
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("vaeacgan", "AL w. VAEACGAN", SCORED, "vaeacgan", generation="persisted",
-           gan_optimizer="adadelta", gan_learning_rate=1.0, gan_beta_1=0.9,
+           gan_optimizer="adadelta", gan_learning_rate=1.0, gan_beta_1=0.9, pool_steps=3000,
            source="the paper: x' stored once per acquired x*; the authors' code: Adadelta for "
-                  "E, G, D"),
+                  "E, G, D; ours: 3,000 encoder/decoder steps per iteration on the pool"),
     Method("acgan", "AL w. ACGAN", SCORED, **_BDA),
     Method("pmda", "AL w. PMDA", SCORED, "pmda", source="classic augmentation"),
     Method("bald", "AL without DA", SCORED, "none", source="Gal et al. 2017"),
@@ -93,6 +96,7 @@ def markdown_table() -> str:
         acquisition = "MC-dropout score (`--acquisition`)" if m.acquisition == SCORED else "random"
         generation = (f"`{m.generation}`, {m.gan_optimizer} lr {m.gan_learning_rate:g}"
                       + (f" beta_1 {m.gan_beta_1:g}" if m.gan_optimizer == "adam" else "")
+                      + (f", {m.pool_steps} pool steps" if m.pool_steps else "")
                       if m.generative else "-")
         rows.append(f"| `{m.name}` | {acquisition} | {augment[m.augmentation]} | {generation} | "
                     f"{m.column} |")

@@ -157,6 +157,10 @@ def plan_from_flags(workdir: str) -> _Plan:
                                                  os.environ)
     if _JOBS.value < 0:
         raise ValueError(f"--jobs={_JOBS.value} must be >= 0 (0: what fits the machine)")
+    if flags.FLAGS["export_base"].value:
+        raise ValueError(f"--export_base={flags.FLAGS['export_base'].value!r} would export every "
+                         "cell to the same place; export a cell afterwards with python -m "
+                         "tf_bgadl.export --workdir=<study>/<method>/seed_<s> --export_base=...")
     base = train_entry.config_from_flags()
     configs = {cell: config_lib.validate(cell_config(base, cell)) for cell in cells}
     mine = grid.shard(cells, num_shards, shard_index)

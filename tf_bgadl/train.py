@@ -1,6 +1,6 @@
 r"""Runs (or resumes) a Bayesian active-learning experiment.
 
-  python -m tf_bgadl.train --flagfile=configs/quickstart.flags [--flag=value ...]
+  python -m tf_bgadl.train --flagfile=quickstart.flags [--flag=value ...]
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ _GAN_CARRY_OVER = flags.DEFINE_bool(
 _GAN_POOL_STEPS = flags.DEFINE_integer(
     "gan_pool_steps", config_lib.GeneratorConfig.pool_steps, "vaeacgan: encoder/decoder steps "
     "per iteration on unlabeled pool images, conditioned on the classifier's predicted class "
-    "(no oracle label used). Ours.")
+    "(no oracle label used); -1: the method's default (3000 for vaeacgan, 0 for the others). "
+    "Ours.")
 _GAN_POOL_STEPS_FRESH = flags.DEFINE_integer(
     "gan_pool_steps_fresh", config_lib.GeneratorConfig.pool_steps_fresh, "vaeacgan: the pool "
     "steps when the encoder and decoder start from fresh weights (iteration 0, or every "

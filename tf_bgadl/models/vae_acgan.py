@@ -7,23 +7,60 @@ Architecture as in the authors' code (PROTOCOL.md), for H, W in [8, 32] and 1 or
       LReLU - FC 1 (a logit; the loss applies the sigmoid).
   encoder e(x): the discriminator's conv stack, FC 1024, then the heads `z_mean`, `z_log_var`.
 `width_multiplier` scales 64/128/1024 for CPU-sized runs. The classifier C plays the ACGAN
-auxiliary classifier. BatchNorm in e, g, d is synchronised across replicas (when there are
-several), so a step under MirroredStrategy equals a step on one device with the same global batch.
+auxiliary classifier.
 
-Losses per minibatch (all weights 1 except the 0.75 and lambda = `gen_loss_weight`); `rec` is
-g(e(x), y), `fake` is g(z, y) with z ~ N(0, I):
-  encoder:        MSE(rec, x) + KL(q(z|x) || N(0, I)) / (H*W*C)       (KL through tfp)
+Joint phase (the default; `fit` on (x, (y, is_generated))). Weights are 1 except the 0.75,
+lambda = `gen_loss_weight` and beta = `kl_weight`; `rec` is g(e(x), y), `fake` is g(z, y) with
+z ~ N(0, I), one of each per real row (x, y):
+  encoder:        MSE(rec, x) + beta KL(q(z|x) || N(0, I)) / (H*W*C)      (KL through tfp)
   generator:      BCE(d(fake), 1) + CE(C(fake), y) + 0.75 MSE(rec, x)
   discriminator:  BCE(d(x), 1) + BCE(d(fake), 0) + BCE(d(rec), 0)
   classifier:     CE(C(x), y) + lambda [CE(C(fake), y) + CE(C(rec), y)]  (generation="online")
                   CE on real rows + lambda CE on stored generated rows      (generation="persisted")
 With `use_encoder=False` (the ACGAN of BDA) the encoder and every `rec` term are dropped.
-e, g and d only ever see the real (oracle-labeled) rows of a batch, never stored x'.
+
+What sees which rows:
+  - e, g and d see only the real (oracle-labeled, is_generated = 0) rows of a batch, never stored
+    x': these would shift the BatchNorm statistics of d's "real" batch and hand d an easy tell.
+  - C trains on every row of the batch (training=True: its BatchNorm statistics come from these
+    rows alone). On fake and rec (g's auxiliary loss; C's loss in "online" mode) C runs with
+    BatchNorm in inference mode and dropout sampled (`mc_dropout=True`): generated images never
+    enter the moving statistics that C is evaluated with. Gradients still flow through C to g.
+  - A batch without real rows (global count 0: only stored x') runs e, g and d not at all (no
+    BatchNorm update, no optimizer step, iteration counts unchanged); only C trains on it, and
+    the generative metrics skip it.
+The step runs e/g/d's update first and C's after it; C's update uses only quantities computed
+before either was applied (g does not read C's new weights, C reads g's outputs as constants),
+so the order does not change the step.
+
+Reconstruction phase (`set_phase("reconstruction")`, ours, beyond the paper; needs the encoder):
+`fit` on (x, (y, is_generated)) as above, where y conditions g (e.g. the classifier's predicted
+class for unlabeled pool images) and is_generated is 0. Only e and g train, on the VAE objective
+over the real rows: encoder MSE(rec, x) + beta KL / (H*W*C), generator MSE(rec, x) (no
+adversarial or auxiliary term). C and d are not called (no BatchNorm update, no optimizer step).
+Metrics: reconstruction_mse, kl, encoder_loss.
+
+Under MirroredStrategy a step equals a one-device step on the same global batch:
+  - every loss over a subset of rows (the real rows; C's weighted rows) is a mean over the GLOBAL
+    batch: each replica contributes (sum over its rows) / (global count), counts all-reduced, and
+    nothing is divided by the replica count again (the optimizers sum gradients over replicas);
+  - the N real rows of the global batch, in replica order (the order one device sees), are
+    split evenly: replica r runs e, g and d on rows [r N / R, (r + 1) N / R) (exchanged by an
+    all-reduce), so no replica runs them on an empty batch while another has rows (oneDNN's
+    CPU convolutions return wrong shapes on empty batches) unless N < R (as with any batch
+    smaller than the replica count);
+  - latent noise (z and the encoder's epsilon) is drawn for all N real rows from one seed, and a
+    replica keeps the rows of its real rows (offset r N / R): no two replicas share a z and the
+    draw equals the one-device draw;
+  - BatchNorm in e, g, d is synchronised: global statistics over the replicas' rows;
+  - whether a batch has real rows is decided on the all-reduced count, identical on every replica;
+  - every replica reports the global value of each metric (Keras averages replicas' logs).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import keras
 import tensorflow as tf
@@ -32,6 +69,9 @@ import tensorflow_probability as tfp
 from tf_bgadl.models.layers import reseed_generator
 
 GENERATIONS = ("persisted", "online")
+PHASES = ("joint", "reconstruction")
+JOINT_METRICS = ("classifier_loss", "generator_loss", "discriminator_loss", "accuracy")
+ENCODER_METRICS = ("encoder_loss", "reconstruction_mse", "kl")
 
 
 def _bn(name):
@@ -97,8 +137,98 @@ def build_discriminator(image_shape, width: float = 1.0) -> keras.Model:
     return keras.Model(images, logit, name="discriminator")
 
 
-def _masked_mean(values, mask):
-    return tf.math.divide_no_nan(tf.reduce_sum(values * mask), tf.reduce_sum(mask))
+def _ce(labels, logits):
+    """Per-row cross-entropy [B] of int labels [B] and logits [B, classes]."""
+    return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+
+
+def _bce(logits, target: float):
+    """Per-row binary cross-entropy [B] of real/fake logits [B, 1] against a constant target."""
+    return keras.losses.binary_crossentropy(tf.fill(tf.shape(logits), target), logits,
+                                            from_logits=True)
+
+
+def _pixel_mse(a, b):
+    """Per-image mean squared error [B] of images [B, H, W, C]."""
+    return tf.reduce_mean(tf.square(a - b), axis=[1, 2, 3])
+
+
+def _share_of_mean(values, global_count):
+    """This replica's share of a mean over the global batch: sum(values [n]) / global count.
+
+    Summed over replicas (as the optimizers sum gradients) it is the global mean; 0 when the
+    global batch has nothing to average.
+    """
+    return tf.math.divide_no_nan(tf.reduce_sum(values), global_count)
+
+
+def _per_replica_counts(local_counts):
+    """Every replica's counts, and this replica's id.
+
+    Args:
+      local_counts: float32 [K], this replica's counts.
+
+    Returns:
+      (counts [R, K], row r from replica r; replica id). Outside a replica context (a call that
+      sees the whole batch): ([1, K], 0).
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None:
+        return local_counts[None], 0
+    replica = context.replica_id_in_sync_group
+    slots = tf.one_hot(replica, context.num_replicas_in_sync)[:, None] * local_counts[None]
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, slots), replica
+
+
+def _gather_rows(tensors, offset, total):
+    """The global batch's rows [total, ...] of each tensor, in replica order, on every replica.
+
+    Each replica places its rows [n, ...] at `offset` in zeros [total, ...]; the sum over
+    replicas is exact because every row comes from one replica.
+    """
+    padded = [tf.pad(tf.cast(t, tf.float32),
+                     [[offset, total - offset - tf.shape(t)[0]]] + [[0, 0]] * (t.shape.rank - 1))
+              for t in tensors]
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, padded)
+
+
+def _global_sum(values):
+    """A structure of replicas' shares summed over replicas: global values, the same on each."""
+    context = tf.distribute.get_replica_context()
+    return values if context is None else context.all_reduce(tf.distribute.ReduceOp.SUM, values)
+
+
+def _if_global(condition, step_fn, skip_fn, *args):
+    """step_fn(*args) on every replica where `condition`, else skip_fn(*args).
+
+    The branch is chosen in cross-replica context (merge_call), as Keras' LossScaleOptimizer
+    does: a tf.cond in replica context whose branch holds a synchronisation point (synchronised
+    BatchNorm, apply_gradients) fails under MirroredStrategy with "merge_call called while
+    defining a new graph" (checked on TF 2.21 / Keras 3.15). On one device the default replica
+    context makes this a plain tf.cond.
+
+    Args:
+      condition: bool scalar, identical on every replica (computed from all-reduced values).
+      step_fn, skip_fn: replica functions of `args` returning the same structure of tensors.
+      *args: this replica's tensors.
+
+    Returns:
+      This replica's outputs of the branch taken.
+    """
+    def choose(strategy, condition, *args):
+        run = lambda fn: strategy.extended.call_for_each_replica(fn, args=args)  # noqa: E731
+        return tf.cond(strategy.experimental_local_results(condition)[0],
+                       lambda: run(step_fn), lambda: run(skip_fn))
+
+    return tf.distribute.get_replica_context().merge_call(choose, args=(condition, *args))
+
+
+class _Rows(NamedTuple):
+    """A replica's real rows and their place among the global batch's real rows."""
+    images: tf.Tensor  # float32 [n, H, W, C]
+    labels: tf.Tensor  # int32 [n]
+    offset: tf.Tensor  # int32: index of its first row among the global batch's real rows
+    total: tf.Tensor  # int32: real rows of the global batch
 
 
 class VAEACGAN(keras.Model):
@@ -113,17 +243,23 @@ class VAEACGAN(keras.Model):
       generation: "persisted" (x' stored in the labeled set) or "online" (C also trains on
         g(e(x), y) and g(z, y) every minibatch).
       gen_loss_weight: lambda, the weight of C's loss on generated samples.
-      seed: seed of the latent noise (the replica id is folded in).
+      seed: seed of the latent noise (each replica keeps its rows of a global draw).
       width_multiplier: scales the widths of e, g and d (1.0 = the reference architecture).
+      kl_weight: beta, the weight of the KL / (H*W*C) term in the encoder loss (1.0 = the
+        authors' code; below 1 trades a less regular latent space for sharper reconstructions).
+      reconstruction_phase: start in the reconstruction-only phase (see `set_phase`); needs
+        `use_encoder=True`.
     """
 
     def __init__(self, classifier, image_shape, num_classes: int, latent_dim: int = 100,
                  use_encoder: bool = True, generation: str = "persisted",
                  gen_loss_weight: float = 1.0, seed: int = 0, width_multiplier: float = 1.0,
-                 **kwargs):
+                 kl_weight: float = 1.0, reconstruction_phase: bool = False, **kwargs):
         super().__init__(**kwargs)
         if generation not in GENERATIONS:
             raise ValueError(f"generation={generation!r}; choose one of {GENERATIONS}")
+        if kl_weight < 0:
+            raise ValueError(f"kl_weight={kl_weight} must be >= 0")
         self.classifier = classifier
         self.image_shape = tuple(image_shape)
         self.num_classes = num_classes
@@ -131,15 +267,15 @@ class VAEACGAN(keras.Model):
         self.use_encoder = use_encoder
         self.generation = generation
         self.gen_loss_weight = gen_loss_weight
+        self.kl_weight = float(kl_weight)
         self.seed_generator = keras.random.SeedGenerator(seed)
         w = width_multiplier
         self.encoder = build_encoder(self.image_shape, latent_dim, w) if use_encoder else None
         self.generator = build_generator(self.image_shape, latent_dim, num_classes, w)
         self.discriminator = build_discriminator(self.image_shape, w)
-        names = ["classifier_loss", "generator_loss", "discriminator_loss", "accuracy"]
-        if use_encoder:
-            names += ["encoder_loss", "reconstruction_mse", "kl"]
+        names = JOINT_METRICS + (ENCODER_METRICS if use_encoder else ())
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        self.reconstruction_phase = reconstruction_phase
         # Every sub-network is built already (the classifier by its builder, the rest are
         # functional), so this model is too.
         self.built = True
@@ -151,6 +287,31 @@ class VAEACGAN(keras.Model):
     @property
     def metrics(self):
         return list(self.trackers.values())
+
+    @property
+    def reconstruction_phase(self) -> bool:
+        """Whether `fit` runs the reconstruction-only phase instead of the joint one."""
+        return self._reconstruction_phase
+
+    @reconstruction_phase.setter
+    def reconstruction_phase(self, value: bool) -> None:
+        if value and not self.use_encoder:
+            raise ValueError("the reconstruction phase trains the encoder; this model has "
+                             f"use_encoder={self.use_encoder}")
+        self._reconstruction_phase = bool(value)
+        # `fit` traces train_step once and Keras 3 keeps that train_function until compile()
+        # or make_train_function(force=True); drop it so that the next fit traces this phase.
+        self.train_function = None
+
+    def set_phase(self, phase: str) -> None:
+        """Makes the next `fit` run `phase`: "joint" (the default) or "reconstruction".
+
+        No recompile is needed (the traced train function is dropped here). Setting
+        `reconstruction_phase` directly does the same.
+        """
+        if phase not in PHASES:
+            raise ValueError(f"phase={phase!r}; choose one of {PHASES}")
+        self.reconstruction_phase = phase == "reconstruction"
 
     def networks(self) -> dict[str, list]:
         """Trainable variables of each jointly trained network."""
@@ -177,28 +338,30 @@ class VAEACGAN(keras.Model):
         """Restarts the latent-noise sequence from `seed`."""
         reseed_generator(self.seed_generator, seed)
 
-    def _replica_normal(self, batch_size, dim):
-        """N(0, I) noise [B, dim] for this replica's rows of the global batch.
+    # Noise, encoding and generation.
 
-        Every replica draws the global batch's noise from the same seed and keeps its own slice
-        (the replica id decides the slice), so replicas get different noise and a step on R
-        replicas sees the same noise as a step on one device with the same global batch.
-        """
+    def _noise(self, offset, count, total):
+        """Rows [offset, offset + count) of N(0, I) noise [total, latent] from the next seed."""
         seed = tf.cast(self.seed_generator.next(), tf.int64)
-        context = tf.distribute.get_replica_context()
-        replicas = 1 if context is None else context.num_replicas_in_sync
-        replica_id = 0 if context is None else context.replica_id_in_sync_group
-        noise = tf.random.stateless_normal((batch_size * replicas, dim), seed=seed)
-        return noise[batch_size * replica_id:batch_size * (replica_id + 1)]
+        noise = tf.random.stateless_normal(tf.stack([total, self.latent_dim]), seed=seed)
+        return noise[offset:offset + count]
 
     def sample_latent(self, batch_size):
-        """z ~ N(0, I) [B, latent], different on every replica."""
-        return self._replica_normal(batch_size, self.latent_dim)
+        """z ~ N(0, I) [B, latent] for this replica's B rows of the global batch.
+
+        Every replica draws the global batch's noise from the same seed and keeps its rows
+        (offset = rows of the replicas before it): replicas get different noise, and R
+        replicas see the noise of one device with the same global batch.
+        """
+        count = tf.cast(batch_size, tf.int32)
+        counts, replica = _per_replica_counts(tf.cast(tf.reshape(count, [1]), tf.float32))
+        offset = tf.cast(tf.reduce_sum(counts[:replica, 0]), tf.int32)
+        return self._noise(offset, count, tf.cast(tf.reduce_sum(counts[:, 0]), tf.int32))
 
     def encode(self, images, training=False):
-        """Reparameterised z, z_mean, z_log_var for images in [0, 1]."""
+        """Reparameterised z, z_mean, z_log_var [B, latent] for images [B, H, W, C] in [0, 1]."""
         z_mean, z_log_var = self.encoder(images, training=training)
-        eps = self._replica_normal(tf.shape(z_mean)[0], self.latent_dim)
+        eps = self.sample_latent(tf.shape(z_mean)[0])
         return z_mean + tf.exp(0.5 * z_log_var) * eps, z_mean, z_log_var
 
     def generate(self, images, labels):
@@ -217,80 +380,174 @@ class VAEACGAN(keras.Model):
             z = self.sample_latent(tf.shape(images)[0])
         return self.generator([z, y], training=False)
 
+    # The training step: train_step -> joint or reconstruction step, each made of a generative
+    # update (e, g, d; skipped on batches without real rows) and, in the joint phase, C's update.
+
     def train_step(self, data):
         images, (labels, is_generated) = data
         labels = tf.cast(labels, tf.int32)
-        real = 1.0 - tf.cast(is_generated, tf.float32)
-        replicas = tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, tf.float32)
-        lam = self.gen_loss_weight
-        ce = lambda y_true, logits: keras.losses.sparse_categorical_crossentropy(  # noqa: E731
-            y_true, logits, from_logits=True)
-        bce = lambda logits, target: keras.losses.binary_crossentropy(  # noqa: E731
-            tf.fill(tf.shape(logits), target), logits, from_logits=True)
-        pixel_mse = lambda a, b: tf.reduce_mean(tf.square(a - b), axis=[1, 2, 3])  # noqa: E731
+        real = tf.cast(tf.cast(is_generated, tf.float32) < 0.5, tf.float32)
+        if self.reconstruction_phase:
+            return self._reconstruction_step(images, labels, real)
+        return self._joint_step(images, labels, real)
 
-        # e, g and d see only the real rows: stored x' in their batches would shift the
-        # BatchNorm statistics of the "real" batch and hand d an easy tell (measured: d's loss
-        # collapses and reconstructions get worse). A batch without real rows contributes no
-        # generative loss (weight 0; the full batch stands in so that shapes stay non-empty).
+    def _joint_step(self, images, labels, real):
+        rows, weight_total = self._real_rows(images, labels, real)
+        has_real = rows.total > 0
+        generative = _if_global(has_real, self._generative_update, self._generative_skip, *rows)
+        generated = {k: v for k, v in generative.items() if k != "logs"}
+        logs = {**generative["logs"],
+                **self._classifier_update(images, labels, real, weight_total, rows, generated)}
+        return self._report(logs, has_real, tuple(self.trackers))
+
+    def _reconstruction_step(self, images, labels, real):
+        rows, _ = self._real_rows(images, labels, real)
+        has_real = rows.total > 0
+        logs = _if_global(has_real, self._reconstruction_update, self._reconstruction_skip,
+                          *rows)
+        return self._report(logs, has_real, ENCODER_METRICS)
+
+    def _real_rows(self, images, labels, real):
+        """This replica's share of the global batch's real rows, and the global sum of C's row
+        weights ("persisted": 1 per real row, lambda per stored x').
+
+        Under several replicas the real rows of the global batch (in replica order) are split
+        evenly over the replicas, so that no replica runs e, g and d on an empty batch while
+        another has rows (oneDNN's CPU convolutions mishandle empty batches, and the load
+        stays balanced); replica r takes rows [r N / R, (r + 1) N / R) of the N.
+        """
         is_real = real > 0.5
-        has_real = tf.reduce_any(is_real)
-        x_gan = tf.cond(has_real, lambda: tf.boolean_mask(images, is_real), lambda: images)
-        y_gan = tf.cond(has_real, lambda: tf.boolean_mask(labels, is_real), lambda: labels)
-        gan_weight = tf.cast(has_real, tf.float32)
-        y_onehot = tf.one_hot(y_gan, self.num_classes)
-        z = self.sample_latent(tf.shape(x_gan)[0])
+        x, y = tf.boolean_mask(images, is_real), tf.boolean_mask(labels, is_real)
+        weights = real + self.gen_loss_weight * (1.0 - real)
+        counts, replica = _per_replica_counts(tf.stack([tf.reduce_sum(real),
+                                                        tf.reduce_sum(weights)]))
+        total = tf.cast(tf.reduce_sum(counts[:, 0]), tf.int32)
+        weight_total = tf.reduce_sum(counts[:, 1])
+        replicas = counts.shape[0]
+        if replicas == 1:
+            return _Rows(x, y, tf.constant(0), total), weight_total
+        offset = tf.cast(tf.reduce_sum(counts[:replica, 0]), tf.int32)
+        x_all, y_all = _gather_rows([x, y], offset, total)
+        start, end = replica * total // replicas, (replica + 1) * total // replicas
+        return _Rows(x_all[start:end], tf.cast(y_all[start:end], tf.int32), start,
+                     total), weight_total
 
+    def _generative_update(self, *rows):
+        """One step of e, g and d on this replica's real rows; returns logs and fake/rec."""
+        rows = _Rows(*rows)
         with tf.GradientTape(persistent=True) as tape:
-            fake = self.generator([z, y_onehot], training=True)
-            d_real = self.discriminator(x_gan, training=True)
-            d_fake = self.discriminator(fake, training=True)
-            c_real = self.classifier(images, training=True)
-            c_fake = self.classifier(fake, training=True)
-            losses = {}
-            c_loss_real = ce(labels, c_real)
-            if self.generation == "persisted":
-                weights = real + lam * (1.0 - real)
-                c_loss = tf.reduce_sum(weights * c_loss_real) / tf.reduce_sum(weights)
-            else:
-                c_loss = (_masked_mean(c_loss_real, real)
-                          + lam * gan_weight * tf.reduce_mean(ce(y_gan, c_fake)))
-            g_loss = gan_weight * tf.reduce_mean(bce(d_fake, 1.0) + ce(y_gan, c_fake))
-            d_loss = gan_weight * tf.reduce_mean(bce(d_real, 1.0) + bce(d_fake, 0.0))
-            if self.use_encoder:
-                z_enc, z_mean, z_log_var = self.encode(x_gan, training=True)
-                rec = self.generator([z_enc, y_onehot], training=True)
-                rec_mse = pixel_mse(rec, x_gan)
-                posterior = tfp.distributions.Normal(z_mean, tf.exp(0.5 * z_log_var))
-                prior = tfp.distributions.Normal(tf.zeros_like(z_mean), tf.ones_like(z_mean))
-                kl = tf.reduce_sum(tfp.distributions.kl_divergence(posterior, prior), axis=-1)
-                kl = kl / float(math.prod(self.image_shape))
-                e_loss = gan_weight * tf.reduce_mean(rec_mse + kl)
-                g_loss += 0.75 * gan_weight * tf.reduce_mean(rec_mse)
-                d_loss += gan_weight * tf.reduce_mean(
-                    bce(self.discriminator(rec, training=True), 0.0))
-                if self.generation == "online":
-                    c_loss += lam * gan_weight * tf.reduce_mean(
-                        ce(y_gan, self.classifier(rec, training=True)))
-                losses["encoder"] = e_loss
-            losses.update(classifier=c_loss, generator=g_loss, discriminator=d_loss)
-            # Plain (non-Keras-loss) functions: divide by the replica count, since gradients
-            # are summed across replicas.
-            scaled = {name: loss / replicas for name, loss in losses.items()}
-
-        for name, variables in self.networks().items():
-            grads = tape.gradient(scaled[name], variables)
-            self.optimizers[name].apply_gradients(zip(grads, variables))
+            losses, logs, generated = self._generative_losses(rows)
+        self._apply(tape, losses)
         del tape
+        return {"logs": logs, **{k: tf.stop_gradient(v) for k, v in generated.items()}}
 
-        accuracy = _masked_mean(tf.cast(tf.equal(tf.argmax(c_real, -1, output_type=tf.int32),
-                                                 labels), tf.float32), real)
-        values = {"classifier_loss": c_loss, "generator_loss": g_loss,
-                  "discriminator_loss": d_loss, "accuracy": accuracy}
+    def _generative_skip(self, *rows):
+        """What `_generative_update` returns, for a global batch without real rows."""
+        images = _Rows(*rows).images  # no rows on any replica
+        names = ("generator_loss", "discriminator_loss")
+        out = {"fake": images}
         if self.use_encoder:
-            values.update(encoder_loss=losses["encoder"],
-                          reconstruction_mse=gan_weight * tf.reduce_mean(rec_mse),
-                          kl=gan_weight * tf.reduce_mean(kl))
-        for name, value in values.items():
-            self.trackers[name].update_state(value)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+            names += ENCODER_METRICS
+            out["rec"] = images
+        return {"logs": {n: tf.zeros((), tf.float32) for n in names}, **out}
+
+    def _generative_losses(self, rows: _Rows):
+        """Losses of g, d (and e), their logged values and the generated images fake (and rec).
+
+        Each loss is this replica's share of the mean over the global batch's real rows.
+        """
+        y_onehot = tf.one_hot(rows.labels, self.num_classes)
+        mean = lambda values: _share_of_mean(values, tf.cast(rows.total, tf.float32))  # noqa
+        z = self._noise(rows.offset, tf.shape(rows.images)[0], rows.total)
+        fake = self.generator([z, y_onehot], training=True)
+        d_real = self.discriminator(rows.images, training=True)
+        d_fake = self.discriminator(fake, training=True)
+        c_fake = self._classify_generated(fake)
+        losses = {"generator": mean(_bce(d_fake, 1.0) + _ce(rows.labels, c_fake)),
+                  "discriminator": mean(_bce(d_real, 1.0) + _bce(d_fake, 0.0))}
+        logs, generated = {}, {"fake": fake}
+        if self.use_encoder:
+            rec, rec_mse, kl = self._reconstruct(rows, y_onehot)
+            rec_mse, kl = mean(rec_mse), mean(kl)
+            losses["encoder"] = rec_mse + self.kl_weight * kl
+            losses["generator"] += 0.75 * rec_mse
+            losses["discriminator"] += mean(_bce(self.discriminator(rec, training=True), 0.0))
+            logs.update(encoder_loss=losses["encoder"], reconstruction_mse=rec_mse, kl=kl)
+            generated["rec"] = rec
+        logs.update(generator_loss=losses["generator"], discriminator_loss=losses["discriminator"])
+        return losses, logs, generated
+
+    def _reconstruction_update(self, *rows):
+        """One step of e and g on the VAE objective over this replica's real rows."""
+        rows = _Rows(*rows)
+        mean = lambda values: _share_of_mean(values, tf.cast(rows.total, tf.float32))  # noqa
+        with tf.GradientTape(persistent=True) as tape:
+            _, rec_mse, kl = self._reconstruct(rows, tf.one_hot(rows.labels, self.num_classes))
+            rec_mse, kl = mean(rec_mse), mean(kl)
+            losses = {"encoder": rec_mse + self.kl_weight * kl, "generator": rec_mse}
+        self._apply(tape, losses)
+        del tape
+        return {"encoder_loss": losses["encoder"], "reconstruction_mse": rec_mse, "kl": kl}
+
+    def _reconstruction_skip(self, *rows):
+        del rows  # a global batch without real rows
+        return {name: tf.zeros((), tf.float32) for name in ENCODER_METRICS}
+
+    def _reconstruct(self, rows: _Rows, y_onehot):
+        """rec = g(e(x), y) [n, H, W, C], per-row pixel MSE [n] and KL / (H*W*C) [n]."""
+        z_mean, z_log_var = self.encoder(rows.images, training=True)
+        eps = self._noise(rows.offset, tf.shape(z_mean)[0], rows.total)
+        rec = self.generator([z_mean + tf.exp(0.5 * z_log_var) * eps, y_onehot], training=True)
+        posterior = tfp.distributions.Normal(z_mean, tf.exp(0.5 * z_log_var))
+        prior = tfp.distributions.Normal(tf.zeros_like(z_mean), tf.ones_like(z_mean))
+        kl = tf.reduce_sum(tfp.distributions.kl_divergence(posterior, prior), axis=-1)
+        return rec, _pixel_mse(rec, rows.images), kl / float(math.prod(self.image_shape))
+
+    def _classify_generated(self, images):
+        """C's logits on generated images: BatchNorm in inference mode (its moving statistics
+        stay those of the rows C trains on), dropout sampled as in training."""
+        return self.classifier(images, training=False, mc_dropout=True)
+
+    def _classifier_update(self, images, labels, real, weight_total, rows, generated):
+        """One step of C on every row of the batch; returns its loss and accuracy shares."""
+        with tf.GradientTape() as tape:
+            logits = self.classifier(images, training=True)
+            loss = self._classifier_loss(logits, labels, real, weight_total, rows, generated)
+        variables = self.classifier.trainable_variables
+        self.optimizers["classifier"].apply_gradients(zip(tape.gradient(loss, variables),
+                                                          variables))
+        correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels),
+                          tf.float32)
+        accuracy = _share_of_mean(real * correct, tf.cast(rows.total, tf.float32))
+        return {"classifier_loss": loss, "accuracy": accuracy}
+
+    def _classifier_loss(self, logits, labels, real, weight_total, rows, generated):
+        """"persisted": CE weighted 1 (real rows) / lambda (stored x'), over the global weight
+        sum; "online": mean CE over the real rows + lambda mean CE over each of fake and rec."""
+        lam = self.gen_loss_weight
+        ce = _ce(labels, logits)
+        if self.generation == "persisted":
+            return _share_of_mean((real + lam * (1.0 - real)) * ce, weight_total)
+        total = tf.cast(rows.total, tf.float32)
+        loss = _share_of_mean(real * ce, total)
+        for images in generated.values():
+            loss += lam * _share_of_mean(_ce(rows.labels, self._classify_generated(images)),
+                                         total)
+        return loss
+
+    def _apply(self, tape, losses):
+        """Applies each network's gradient of its loss (summed over replicas by Keras)."""
+        for name, loss in losses.items():
+            variables = self.networks()[name]
+            self.optimizers[name].apply_gradients(zip(tape.gradient(loss, variables),
+                                                      variables))
+
+    def _report(self, logs, has_real, names):
+        """Updates the trackers with the global values (batches without real rows count for
+        the classifier's loss only) and returns the results of `names`."""
+        logs = _global_sum(logs)
+        generative_weight = tf.cast(has_real, tf.float32)
+        for name, value in logs.items():
+            weight = 1.0 if name == "classifier_loss" else generative_weight
+            self.trackers[name].update_state(value, sample_weight=weight)
+        return {name: self.trackers[name].result() for name in names}
