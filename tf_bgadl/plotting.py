@@ -32,6 +32,7 @@ def plot_accuracy(results: Sequence[dict], path: str, title: str = "") -> None:
     acquisition score of the acquired x* and of the generated x' per iteration.
     """
     import matplotlib  # pylint: disable=import-outside-toplevel
+    import matplotlib.ticker  # pylint: disable=import-outside-toplevel
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
 
@@ -54,6 +55,7 @@ def plot_accuracy(results: Sequence[dict], path: str, title: str = "") -> None:
         ax.plot(its, [r["score_generated"] for r in generative], marker="s", markersize=3,
                 label="generated x'")
         ax.set_xlabel("iteration")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_ylabel("mean acquisition score")
         ax.set_title("informativeness of x* and x' (Proposition 2.1)")
         ax.legend()
