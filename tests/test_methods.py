@@ -163,3 +163,24 @@ def test_readme_methods_table_is_the_registry():
     readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                "README.md")).read()
     assert methods.markdown_table() in readme
+
+
+@pytest.mark.parametrize("method, optimizer, expected", [
+    ("vaeacgan", "", ("adadelta", 1.0, 0.9)),
+    ("vaeacgan", "adam", ("adam", 1e-3, 0.9)),        # not adadelta's learning rate
+    ("acgan", "", ("adam", 2e-4, 0.5)),
+    ("acgan", "adadelta", ("adadelta", 1.0, 0.9)),    # not Adam's 2e-4
+    ("bda_partial", "sgd", ("sgd", 0.01, 0.9)),
+])
+def test_method_optimizer_defaults_go_with_the_method_optimizer(method, optimizer, expected):
+    config = config_lib.validate(ExperimentConfig(
+        acquisition=AcquisitionConfig(method=method),
+        generator=GeneratorConfig(optimizer=optimizer)))
+    gen = config.generator
+    assert (gen.optimizer, gen.learning_rate, gen.beta_1) == expected
+
+
+def test_an_explicit_beta_1_of_zero_is_kept():
+    config = config_lib.validate(ExperimentConfig(acquisition=AcquisitionConfig(method="acgan"),
+                                                  generator=GeneratorConfig(beta_1=0.0)))
+    assert config.generator.beta_1 == 0.0

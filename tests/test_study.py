@@ -31,6 +31,9 @@ for it in range(done, iterations + 1):
     with open(results, "a") as f:
         f.write(json.dumps({"iteration": it, "num_labeled": 10 * (it + 1),
                             "test_accuracy": 0.5 + it / 100, "seconds": delay}) + "\n")
+if mode == "fail_after":
+    print("boom: the fake cell fails after its last results line")
+    sys.exit(4)
 """
 
 
@@ -272,6 +275,19 @@ def test_a_failing_cell_is_reported_while_the_others_finish(tmp_path):
     assert open(log).read().count("launched by the study") == 2
 
 
+def test_a_cell_that_failed_after_finishing_is_launched_again(tmp_path):
+    """A cell that wrote its last results line and then failed is not skipped as finished on the
+    next run: it is launched again (train finds nothing left), and failed.json goes."""
+    task = _task(tmp_path, "bald/seed_1", 1, mode="fail_after")
+    summary, _ = _run([task], iterations=1)
+    assert [f.returncode for f in summary.failed] == [4]
+    assert not grid.is_finished(task.path, 1)
+    again, _ = _run([_task(tmp_path, "bald/seed_1", 1)], iterations=1)
+    assert again.ok and again.ran == ("bald/seed_1",) and _launches(task) == 2
+    assert not os.path.exists(os.path.join(task.path, "failed.json"))
+    assert [r["iteration"] for r in grid.read_results(task.path)] == [0, 1]
+
+
 def test_a_cell_that_exits_0_unfinished_is_a_failure(tmp_path):
     task = runner.CellTask("bald/seed_1", str(tmp_path / "c"), (sys.executable, "-c", "pass"))
     summary, _ = _run([task], iterations=1)
@@ -368,7 +384,8 @@ def test_the_study_process_does_not_import_tensorflow():
     (["--methods=random,bald", "--dropout_rate=0"], {},
      "use a positive rate for --method=bald"),
     (["--export_base=/tmp/models"], {}, "would export every cell to the same place"),
-    (["--methods=random", "--acquisition=max_entropy"], {}, "does not apply to --method=random"),
+    (["--methods=random", "--acquisition=max_entropy"], {},
+     "--acquisition applies to none of the study's methods (random)"),
 ])
 def test_bad_study_input_is_a_clear_error_before_anything_runs(tmp_path, flags, env, message):
     workdir = tmp_path / "study"
@@ -518,3 +535,23 @@ def _train_processes(workdir):
         if "tf_bgadl.train" in cmdline and workdir in cmdline and _alive(pid):
             pids.append(pid)
     return pids
+
+
+def test_method_specific_flags_reach_only_the_methods_they_apply_to(tmp_path, data_dir):
+    """`--acquisition` and `--gan_pool_steps` set for a whole study go to the cells whose method
+    they mean something for, and are left out of the others (which would refuse them)."""
+    from absl import flags as absl_flags
+    from tf_bgadl import study
+    absl_flags.FLAGS.unparse_flags()
+    try:
+        absl_flags.FLAGS(["study", *TINY_STUDY, f"--data_dir={data_dir}",
+                          f"--workdir={tmp_path / 'w'}", "--methods=vaeacgan,random",
+                          "--seeds=1", "--acquisition=max_entropy", "--gan_pool_steps=7"])
+        plan = study.plan_from_flags(str(tmp_path / "w"))
+    finally:
+        absl_flags.FLAGS.unparse_flags()
+    commands = {task.name: task.command for task in plan.tasks}
+    assert "--acquisition=max_entropy" in commands["vaeacgan/seed_1"]
+    assert "--gan_pool_steps=7" in commands["vaeacgan/seed_1"]
+    assert not any(a.startswith(("--acquisition", "--gan_pool_steps"))
+                   for a in commands["random/seed_1"])

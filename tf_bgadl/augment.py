@@ -63,6 +63,7 @@ def fit_on_pool(model, unlabeled: np.ndarray, *, steps: int, batch_size: int, se
     Returns:
       The phase's last metrics, prefixed `pool_` (e.g. pool_reconstruction_mse).
     """
+    from tf_bgadl.inference import to_unit_float  # pylint: disable=import-outside-toplevel
     from tf_bgadl.training import image_dataset  # pylint: disable=import-outside-toplevel
 
     rng = np.random.default_rng(seed)
@@ -74,8 +75,12 @@ def fit_on_pool(model, unlabeled: np.ndarray, *, steps: int, batch_size: int, se
     labels = np.concatenate(predicted).astype(np.int64)
     repeats = int(np.ceil(steps * batch_size / count))
     order = np.concatenate([rng.permutation(count) for _ in range(repeats)])[:steps * batch_size]
-    ds = image_dataset(images[order], (labels[order], np.zeros(len(order), np.float32)),
-                       batch_size)
+    # Batches gather rows by index from one copy of the images (not steps x batch_size copies).
+    images_t, labels_t = tf.constant(images), tf.constant(labels)
+    ds = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).map(
+        lambda idx: (to_unit_float(tf.gather(images_t, idx)),
+                     (tf.gather(labels_t, idx), tf.zeros(tf.shape(idx), tf.float32)))
+    ).prefetch(2)
     model.set_phase("reconstruction")
     try:
         history = model.fit(ds, epochs=1, verbose=0, shuffle=False)

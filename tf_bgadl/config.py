@@ -20,6 +20,9 @@ ACQUISITIONS = ("bald", "max_entropy", "var_ratios", "mean_std")
 METHOD_DEFAULT = ""  # a config value meaning "the method's default" (see `resolve`)
 STRATEGIES = ("default", "mirrored", "one_device")
 OPTIMIZERS = ("adadelta", "adam", "sgd")
+# The usual initial learning rate of each optimizer (used for the generative networks when a
+# method's own optimizer is replaced by --gan_optimizer without --gan_learning_rate).
+OPTIMIZER_LEARNING_RATES = {"adadelta": 1.0, "adam": 1e-3, "sgd": 0.01}
 
 
 # Config keys that may differ when a run is resumed (they do not change what was computed):
@@ -92,7 +95,7 @@ class GeneratorConfig:
     gen_loss_weight: float = 1.0  # lambda: weight of the classifier's loss on generated samples
     optimizer: str = METHOD_DEFAULT  # of e, g and d; "" = the method's default
     learning_rate: float = 0.0  # 0 = the method's default
-    beta_1: float = 0.0  # Adam's beta_1 for e, g and d; 0 = the method's default
+    beta_1: float = -1.0  # Adam's beta_1 for e, g and d; -1 = the method's default
     lr_halving_epochs: int = 8
     # Ours, beyond the paper (defaults measured by bench/generator_quality.py, see README):
     # beta, the weight of the KL term (KL / pixels times beta); e, g, d carried over between
@@ -194,17 +197,22 @@ def resolve(config: ExperimentConfig) -> ExperimentConfig:
     if gen.pool_steps < 0:
         gen = dataclasses.replace(gen, pool_steps=method.pool_steps)
     if method.generative:
+        # The method's learning rate and beta_1 go with the method's optimizer; another
+        # optimizer gets its own usual defaults.
+        optimizer = gen.optimizer or method.gan_optimizer
+        own = optimizer == method.gan_optimizer
         gen = dataclasses.replace(
-            gen, generation=gen.generation or method.generation,
-            optimizer=gen.optimizer or method.gan_optimizer,
-            learning_rate=gen.learning_rate or method.gan_learning_rate,
-            beta_1=gen.beta_1 or method.gan_beta_1)
+            gen, generation=gen.generation or method.generation, optimizer=optimizer,
+            learning_rate=gen.learning_rate or (
+                method.gan_learning_rate if own else OPTIMIZER_LEARNING_RATES.get(optimizer, 0.0)),
+            beta_1=gen.beta_1 if gen.beta_1 >= 0 else (method.gan_beta_1 if own else 0.9))
     elif gen.generation not in (METHOD_DEFAULT, "none"):
         raise ConfigError(f"--generation={gen.generation!r} does not apply to "
                           f"--method={method.name}, which generates no samples")
     else:
         gen = dataclasses.replace(gen, generation="none", optimizer=gen.optimizer or "none",
-                                  learning_rate=gen.learning_rate or 0.0, beta_1=gen.beta_1 or 0.0)
+                                  learning_rate=gen.learning_rate or 0.0,
+                                  beta_1=max(gen.beta_1, 0.0))
     return dataclasses.replace(config, acquisition=dataclasses.replace(acq, acquisition=acquisition),
                                generator=gen)
 

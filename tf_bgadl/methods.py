@@ -81,6 +81,20 @@ def get(name: str) -> Method:
     return METHODS[name]
 
 
+def inapplicable_flags(method: Method) -> tuple[str, ...]:
+    """Train flags that mean nothing for `method` (config validation refuses them when set): a
+    study leaves them out of that method's cells, so one study command can set them for the
+    methods they apply to."""
+    names = []
+    if method.acquisition == RANDOM:
+        names.append("acquisition")
+    if not method.generative:
+        names.append("generation")
+    if not method.uses_encoder:
+        names += ["gan_pool_steps", "gan_pool_steps_fresh"]
+    return tuple(names)
+
+
 def flag_help() -> str:
     return "; ".join(m.describe() for m in METHODS.values()) + "."
 

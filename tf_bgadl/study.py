@@ -23,6 +23,7 @@ from absl import flags
 
 from tf_bgadl import cli
 from tf_bgadl import config as config_lib
+from tf_bgadl import methods as methods_lib
 from tf_bgadl import data
 from tf_bgadl import train as train_entry  # defines the train flags (TensorFlow is not imported)
 from tf_bgadl.studies import grid, runner, summary
@@ -66,16 +67,30 @@ def parse_seeds(values: list[str]) -> list[int]:
 
 def cell_config(base: config_lib.ExperimentConfig,
                 cell: grid.Cell) -> config_lib.ExperimentConfig:
-    """The train config of one cell: the study's config with the cell's method and seed."""
-    return dataclasses.replace(
-        base, seed=cell.seed,
-        acquisition=dataclasses.replace(base.acquisition, method=cell.method))
+    """The train config of one cell: the study's config with the cell's method and seed, and
+    the flags that mean nothing for that method (methods.inapplicable_flags) at their defaults."""
+    skipped = methods_lib.inapplicable_flags(methods_lib.get(cell.method))
+    defaults = config_lib.ExperimentConfig()
+    acquisition = dataclasses.replace(base.acquisition, method=cell.method)
+    if "acquisition" in skipped:
+        acquisition = dataclasses.replace(acquisition,
+                                          acquisition=defaults.acquisition.acquisition)
+    generator = base.generator
+    if "generation" in skipped:
+        generator = dataclasses.replace(generator, generation=defaults.generator.generation)
+    if "gan_pool_steps" in skipped:
+        generator = dataclasses.replace(generator, pool_steps=defaults.generator.pool_steps,
+                                        pool_steps_fresh=defaults.generator.pool_steps_fresh)
+    return dataclasses.replace(base, seed=cell.seed, acquisition=acquisition,
+                               generator=generator)
 
 
-def passed_train_flags() -> list[str]:
-    """Every train flag given to the study (on the command line or in a flagfile), serialized."""
+def passed_train_flags(method: str | None = None) -> list[str]:
+    """Every train flag given to the study (on the command line or in a flagfile), serialized;
+    with `method`, without the flags that mean nothing for it."""
+    skipped = methods_lib.inapplicable_flags(methods_lib.get(method)) if method else ()
     return [f.serialize() for f in flags.FLAGS.get_flags_for_module(train_entry)
-            if f.present and f.name not in _PER_CELL_FLAGS]
+            if f.present and f.name not in _PER_CELL_FLAGS and f.name not in skipped]
 
 
 def check_existing_cells(cells: list[grid.Cell], workdir: str,
@@ -162,12 +177,19 @@ def plan_from_flags(workdir: str) -> _Plan:
                          "cell to the same place; export a cell afterwards with python -m "
                          "tf_bgadl.export --workdir=<study>/<method>/seed_<s> --export_base=...")
     base = train_entry.config_from_flags()
+    methods = sorted({cell.method for cell in cells})
+    for name in sorted({n for m in methods for n in methods_lib.inapplicable_flags(
+            methods_lib.get(m))}):
+        if flags.FLAGS[name].present and all(
+                name in methods_lib.inapplicable_flags(methods_lib.get(m)) for m in methods):
+            raise ValueError(f"--{name} applies to none of the study's methods "
+                             f"({', '.join(methods)})")
     configs = {cell: config_lib.validate(cell_config(base, cell)) for cell in cells}
     mine = grid.shard(cells, num_shards, shard_index)
     check_existing_cells(mine, workdir, configs)
-    passed = passed_train_flags()
     tasks = [runner.CellTask(cell.name, cell.path(workdir), (
-        sys.executable, "-m", "tf_bgadl.train", *passed, f"--workdir={cell.path(workdir)}",
+        sys.executable, "-m", "tf_bgadl.train", *passed_train_flags(cell.method),
+        f"--workdir={cell.path(workdir)}",
         f"--method={cell.method}", f"--seed={cell.seed}")) for cell in mine]
     return _Plan(workdir, cells, num_shards, shard_index, base, tasks)
 

@@ -53,10 +53,13 @@ _GAN_OPTIMIZER = flags.DEFINE_string(
     "gan_optimizer", "", f"Optimizer of the encoder, generator and discriminator "
     f"({', '.join(config_lib.OPTIMIZERS)}); default: the method's (vaeacgan: adadelta as the "
     "authors' code; acgan, bda_partial: adam as pytorch-bda).")
-_GAN_LR = flags.DEFINE_float("gan_learning_rate", 0.0, "Their initial learning rate (0: the "
-                             "method's: 1.0 for adadelta, 2e-4 for acgan/bda_partial).")
-_GAN_BETA_1 = flags.DEFINE_float("gan_beta_1", 0.0, "Adam's beta_1 for them (0: the method's: "
-                                 "0.5 for acgan/bda_partial as pytorch-bda, else 0.9).")
+_GAN_LR = flags.DEFINE_float(
+    "gan_learning_rate", 0.0, "Their initial learning rate (0: the method's with the method's "
+    "optimizer: 1.0 for vaeacgan's adadelta, 2e-4 for acgan/bda_partial's adam; with another "
+    "--gan_optimizer that optimizer's usual rate: adadelta 1.0, adam 1e-3, sgd 0.01).")
+_GAN_BETA_1 = flags.DEFINE_float(
+    "gan_beta_1", -1.0, "Adam's beta_1 for them (-1: 0.5 for acgan/bda_partial with their adam, "
+    "as pytorch-bda; else 0.9).")
 _GAN_HALVING = flags.DEFINE_integer("gan_lr_halving_epochs", 8, "Halve their LR every N epochs.")
 _KL_WEIGHT = flags.DEFINE_float("kl_weight", config_lib.GeneratorConfig.kl_weight,
                                 "beta: weight of the VAE's KL term (KL / pixels x beta). Ours.")

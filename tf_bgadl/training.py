@@ -74,7 +74,7 @@ def make_optimizer(config: TrainConfig, num_examples: int, *, decay_count: int |
       num_examples: training rows per epoch (oracle-labeled plus generated): sets the steps per
         epoch of the halving schedule.
       decay_count: N of the weight decay `weight_decay_numerator / N` (the oracle-labeled
-        count, PROTOCOL.md); defaults to `num_examples`.
+        count, docs/protocol.md); defaults to `num_examples`.
       beta_1: Adam's beta_1 (None: Keras' 0.9); ignored by the other optimizers.
 
     Learning rate halved every `lr_halving_epochs` epochs; L2 weight decay added to the

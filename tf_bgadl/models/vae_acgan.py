@@ -1,6 +1,6 @@
 """VAE-ACGAN: encoder e, conditional generator/decoder g, discriminator d, and the classifier C.
 
-Architecture as in the authors' code (PROTOCOL.md), for H, W in [8, 32] and 1 or 3 channels:
+Architecture as in the authors' code (docs/protocol.md), for H, W in [8, 32] and 1 or 3 channels:
   generator g(z, y): concat(z, one-hot y) - FC 1024 - BN - ReLU - FC 128*(H/4)*(W/4) - BN - ReLU -
       deconv 64 (4x4, s2) - BN - ReLU - deconv C (4x4, s2) - sigmoid (cropped to H x W).
   discriminator d(x): conv 64 (4x4 s2) - LReLU .2 - conv 128 (4x4 s2) - BN - LReLU - FC 1024 - BN -

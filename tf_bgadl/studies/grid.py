@@ -176,8 +176,13 @@ def read_config(cell_dir: str) -> dict | None:
         return None
 
 
+FAILED_NAME = "failed.json"  # written by the runner while a cell's last launch failed
+
+
 def is_finished(cell_dir: str, iterations: int | None = None) -> bool:
-    """Whether the cell's results reach its last iteration.
+    """Whether the cell's results reach its last iteration and its last launch did not fail
+    (a cell that wrote its last results line and then failed is launched again: train finds
+    nothing left to do, exits 0, and the runner removes failed.json).
 
     Args:
       cell_dir: the cell's workdir.
@@ -189,6 +194,8 @@ def is_finished(cell_dir: str, iterations: int | None = None) -> bool:
         if config is None:
             return False
         iterations = int(config["iterations"])
+    if os.path.exists(os.path.join(cell_dir, FAILED_NAME)):
+        return False
     return any(r["iteration"] >= iterations for r in read_results(cell_dir))
 
 

@@ -41,7 +41,7 @@ from tf_bgadl.studies import grid
 
 LOCK_NAME = ".lock"
 LOG_NAME = "log.txt"
-FAILED_NAME = "failed.json"
+FAILED_NAME = grid.FAILED_NAME
 # Peak resident memory of one cell, rounded up: `/usr/bin/time -v` of a quickstart-sized
 # vaeacgan cell on mnist5k measured 1.39 GB (TensorFlow, the data set and the four networks);
 # the margin covers the larger data sets (Fashion-MNIST's 70,000 images add ~55 MB).
