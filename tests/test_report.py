@@ -339,3 +339,14 @@ def test_only_real_config_differences_are_warned_about(tmp_path):
     differences = summary.write_report(str(tmp_path))["compared"]["config_differences"]
     assert list(differences) == ["generator.generation (acgan)"]
     assert "Warning" in open(os.path.join(str(tmp_path), "report.md")).read()
+
+
+def test_a_generator_setting_that_differs_between_methods_is_warned_about(tmp_path):
+    for method, width in (("vaeacgan", 0.25), ("acgan", 1.0)):
+        cell = write_cell(str(tmp_path), method, 1, [0.5, 0.6])
+        path = os.path.join(cell, "config.json")
+        config = json.load(open(path))
+        config["generator"] = {"width_multiplier": width}
+        json.dump(config, open(path, "w"))
+    differences = summary.write_report(str(tmp_path))["compared"]["config_differences"]
+    assert list(differences) == ["generator.width_multiplier"]

@@ -38,6 +38,10 @@ TABLE_I_NAMES = {"vaeacgan": "AL w. VAEACGAN", "acgan": "AL w. ACGAN", "pmda": "
 CSV_COLUMNS = ("method", "name", "n", "budget", "final_mean", "final_std", "aulc_mean",
                "aulc_std", "wall_minutes", "reconstruction_error", "score_ratio")
 # Config keys that differ between cells by design (or do not change what is computed).
+# Keys each method resolves to its own default (methods.py, config.resolve).
+_METHOD_RESOLVED_KEYS = {"acquisition.acquisition", "generator.generation",
+                         "generator.optimizer", "generator.learning_rate", "generator.beta_1",
+                         "generator.pool_steps"}
 _PER_CELL_KEYS = {"seed", "acquisition.method", "strategy", "data.data_dir", "data.manual_dir"}
 _SEED_DIR = re.compile(r"^seed_(-?\d+)$")
 _RESULT_KEYS = ("iteration", "num_labeled", "test_accuracy")
@@ -153,7 +157,7 @@ def _compared(cells: list[Cell]) -> dict:
     keys = sorted(set().union(*configs)) if configs else []
     # Keys each method resolves to its own defaults (methods.py) differ between methods by
     # design; they are compared only among the cells of one method.
-    per_method = [k for k in keys if k == "acquisition.acquisition" or k.startswith("generator.")]
+    per_method = [k for k in keys if k in _METHOD_RESOLVED_KEYS]
     differ = {k: [json.loads(v) for v in values(k)] for k in keys
               if k not in _PER_CELL_KEYS and k not in per_method and len(values(k)) > 1}
     for method in sorted({c.get("acquisition.method") for c in configs}, key=str):
