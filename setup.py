@@ -39,6 +39,6 @@ setup(
     package_data={"tf_bgadl.configs": ["*.flags"]},
     python_requires=">=3.11,<3.12",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest==9.2.0"]},
+    extras_require={"test": ["pytest==9.2.0", "wheel==0.48.0"]},  # wheel: tests/test_wheel.py
     license="Apache-2.0",
 )

@@ -69,12 +69,25 @@ def test_existing_path_wins_over_a_shipped_config(elsewhere):
     assert cli.expand_flagfiles([f"--flagfile={elsewhere / 'mnist.flags'}"]) == ["--dataset=digits"]
 
 
-def test_nested_include_by_bare_name_local_file_first(elsewhere):
+def test_nested_include_is_looked_up_beside_the_including_file_first(elsewhere):
     (elsewhere / "mine.flags").write_text("--flagfile=base.flags\n--epochs=3\n")
     base = _shipped_lines("base.flags")
     assert cli.expand_flagfiles(["--flagfile=mine.flags"]) == [*base, "--epochs=3"]
     (elsewhere / "base.flags").write_text("--seed=7\n")  # a local base.flags shadows the shipped
     assert cli.expand_flagfiles(["--flagfile=mine.flags"]) == ["--seed=7", "--epochs=3"]
+    # A file in another folder finds its includes in its own folder, before the cwd's.
+    (elsewhere / "sub").mkdir()
+    (elsewhere / "sub" / "mine.flags").write_text("--flagfile=base.flags\n")
+    (elsewhere / "sub" / "base.flags").write_text("--seed=8\n")
+    assert cli.expand_flagfiles(["--flagfile=sub/mine.flags"]) == ["--seed=8"]
+
+
+def test_a_shipped_config_includes_the_shipped_base_whatever_the_cwd_holds(elsewhere):
+    shipped = cli.expand_flagfiles(["--flagfile=mnist.flags"])
+    assert "--flagfile=base.flags" in _shipped_lines("mnist.flags")
+    (elsewhere / "base.flags").write_text("--seed=7\n")  # e.g. a copy being edited
+    assert cli.expand_flagfiles(["--flagfile=mnist.flags"]) == shipped
+    assert "--seed=7" not in shipped
 
 
 def test_comments_blank_lines_and_order(elsewhere):
@@ -145,3 +158,17 @@ def test_configs_command_lists_and_prints(tmp_path):
     assert shown.stdout == configs.file("quickstart.flags").read_text(encoding="utf-8")
     unknown = _python(tmp_path, "-m", "tf_bgadl.configs", "nope.flags")
     assert unknown.returncode != 0 and "quickstart.flags" in unknown.stderr
+
+
+def test_an_explicit_tf_cpp_min_log_level_is_respected(tmp_path):
+    """Entry points quiet TensorFlow's C++ start-up noise unless the user set the variable."""
+    code = ("import os; from tf_bgadl import cli; cli.import_tensorflow(); "
+            "print(os.environ['TF_CPP_MIN_LOG_LEVEL'])")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    quiet = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, text=True,
+                           capture_output=True, check=True)
+    asked = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, text=True,
+                           env={**env, "TF_CPP_MIN_LOG_LEVEL": "0"}, capture_output=True,
+                           check=True)
+    assert quiet.stdout.split()[-1] == "3" and asked.stdout.split()[-1] == "0"
+    assert "oneDNN" not in quiet.stderr and "oneDNN" in asked.stderr

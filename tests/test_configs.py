@@ -7,6 +7,7 @@ import pytest
 from absl import flags
 
 from conftest import REPO
+from tf_bgadl import cli
 from tf_bgadl import config as config_lib
 from tf_bgadl import train
 
@@ -15,11 +16,12 @@ FLAGFILES = sorted(glob.glob(os.path.join(CONFIGS_DIR, "*.flags")))
 
 
 @pytest.mark.parametrize("path", FLAGFILES, ids=os.path.basename)
-def test_flagfile_gives_a_valid_config(path, monkeypatch):
-    monkeypatch.chdir(CONFIGS_DIR)  # absl opens the included base.flags relative to the cwd
+def test_flagfile_gives_a_valid_config(path, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # by bare name, from a directory outside the repository,
+    args = cli.expand_flagfiles([f"--flagfile={os.path.basename(path)}"])  # as entry points do
     flags.FLAGS.unparse_flags()
     try:
-        flags.FLAGS(["train", f"--flagfile={path}", "--workdir=/tmp/unused"])
+        flags.FLAGS(["train", *args, "--workdir=/tmp/unused"])
         config = config_lib.validate(train.config_from_flags())
     finally:
         flags.FLAGS.unparse_flags()

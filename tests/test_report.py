@@ -250,7 +250,7 @@ def test_common_budget_and_generative_diagnostics(tmp_path):
     with open(os.path.join(workdir, "report.md")) as f:
         report = f.read()
     assert "n/a (one seed)" in report and "needs at least 2 seeds" in report
-    assert "## Generative methods" in report and "| AL w. VAEACGAN | 5.0000 | 0.750 |" in report
+    assert "## Generative methods" in report and "| AL w. VAEACGAN | g(e(x*), y*) | 5.0000 | 0.750 |" in report
     assert "`iterations` = 2, 4" in report  # cells that differ in more than method and seed
 
 
@@ -258,15 +258,33 @@ def test_cells_on_other_label_grids(tmp_path):
     workdir = str(tmp_path / "study")
     write_cell(workdir, "bald", 1, [0.8, 0.85, 0.9], step=50)  # 100, 150, 200 labels
     write_cell(workdir, "bald", 2, [0.8, 0.86, 0.88, 0.9], step=30)  # ..., 190 labels
+    write_cell(workdir, "bald", 3, [0.8, 0.86, 0.87, 0.92], step=30)
     result = summary.write_report(workdir)
     assert result["budget"] == 190
     (bald,) = result["methods"]
-    # Seed 1 has no line at 190: its accuracy is its last line before (150 labels), and its
-    # AULC interpolates to 0.89 at 190: (50 * 0.825 + 40 * 0.87) / 90.
-    assert bald["final_accuracy"]["per_seed"] == {"1": 0.85, "2": 0.9}
+    # Seed 1 has no line at 190: it is left out of the final accuracy (never compared at its
+    # 150 labels) and its n, and its AULC interpolates to 0.89 at 190: (50*0.825 + 40*0.87)/90.
+    assert bald["final_accuracy"]["per_seed"] == {"2": 0.9, "3": 0.92} and bald["n"] == 2
+    assert bald["final_accuracy"]["mean"] == pytest.approx(0.91)
     assert bald["aulc"]["per_seed"]["1"] == pytest.approx((50 * 0.825 + 40 * 0.87) / 90)
     with open(os.path.join(workdir, "report.md")) as f:
-        assert "last line before it: `bald` seed 1 (150 labels)" in f.read()
+        assert "left out of the test accuracy column, its n and the t-tests (they enter AULC, " \
+            "interpolated): `bald` seed 1 (150 labels)" in f.read()
+
+
+def test_non_finite_diagnostics_are_left_out_and_counted(tmp_path):
+    workdir = str(tmp_path / "study")
+    diag = {1: {"reconstruction_error": float("nan"), "score_acquired": 0.5,
+                "score_generated": 0.25},
+            2: {"reconstruction_error": 6.0, "score_acquired": 0.4, "score_generated": 0.4}}
+    write_cell(workdir, "vaeacgan", 1, [0.8, 0.85, 0.9], extra=diag)  # json writes NaN
+    result = summary.write_report(workdir)
+    (vaeacgan,) = result["methods"]
+    assert vaeacgan["reconstruction_error"] == 6.0 and vaeacgan["non_finite_dropped"] == 1
+    with open(os.path.join(workdir, "summary.json")) as f:
+        assert json.load(f)["methods"][0]["reconstruction_error"] == 6.0
+    with open(os.path.join(workdir, "report.md")) as f:
+        assert "1 non-finite value(s)" in f.read()
 
 
 def test_no_complete_cell_writes_a_report_that_says_so(tmp_path):
@@ -350,3 +368,10 @@ def test_a_generator_setting_that_differs_between_methods_is_warned_about(tmp_pa
         json.dump(config, open(path, "w"))
     differences = summary.write_report(str(tmp_path))["compared"]["config_differences"]
     assert list(differences) == ["generator.width_multiplier"]
+
+
+def test_a_cell_past_its_configured_iterations_is_complete_as_for_the_study(tmp_path):
+    workdir = str(tmp_path / "study")
+    write_cell(workdir, "bald", 1, [0.8, 0.85, 0.9], iterations=1)  # --iterations lowered to 1
+    (cell,) = summary.find_cells(workdir)
+    assert cell.status == summary.COMPLETE

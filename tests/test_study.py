@@ -288,6 +288,66 @@ def test_a_cell_that_failed_after_finishing_is_launched_again(tmp_path):
     assert [r["iteration"] for r in grid.read_results(task.path)] == [0, 1]
 
 
+def test_a_cell_stopped_by_sigterm_from_outside_stops_the_study_without_a_failure(tmp_path):
+    """A cluster scheduler's time limit or scancel signals every process of the job: a cell that
+    dies of SIGTERM before the study gets its own signal is not recorded as failed."""
+    code = "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"
+    task = runner.CellTask("bald/seed_1", str(tmp_path / "c"), (sys.executable, "-c", code))
+    with pytest.raises(runner.Interrupted) as raised:
+        _run([task], iterations=1)
+    assert raised.value.signum == signal.SIGTERM
+    assert not os.path.exists(tmp_path / "c" / "failed.json")
+
+
+def test_study_finish_names_each_failed_cell_with_its_log_and_exits_non_zero(tmp_path, capsys):
+    from tf_bgadl import study  # pylint: disable=import-outside-toplevel
+    cell = _task(tmp_path, "bald/seed_1", 1)
+    _run([cell], iterations=1)  # a complete cell, so that the report has something to say
+    plan = study._Plan(workdir=str(tmp_path), cells=[], num_shards=1, shard_index=0,
+                       base=None, tasks=[])
+    failed = runner.Failure("acgan/seed_2", 3, "/x/acgan/seed_2/log.txt")
+    with pytest.raises(SystemExit) as raised:
+        study.finish(plan, runner.Summary(("bald/seed_1",), (), (failed,), 5.0))
+    message = str(raised.value.code)
+    assert "1 cell(s) failed" in message
+    assert "acgan/seed_2: exit code 3, log /x/acgan/seed_2/log.txt" in message
+    assert os.path.exists(tmp_path / "report.md")
+    study.finish(plan, runner.Summary(("bald/seed_1",), (), (), 5.0))  # no failure: returns
+    assert "report: " in capsys.readouterr().out
+
+
+def test_a_finished_study_prepares_no_data(tmp_path, monkeypatch, capsys):
+    """Rerunning a finished study works where its data set is gone: nothing to run, no data."""
+    import types  # pylint: disable=import-outside-toplevel
+    from absl import flags  # pylint: disable=import-outside-toplevel
+    from tf_bgadl import study  # pylint: disable=import-outside-toplevel
+    task = _task(tmp_path, "bald/seed_1", 1)
+    _run([task], iterations=1)
+    plan = study._Plan(workdir=str(tmp_path), cells=[], num_shards=1, shard_index=0,
+                       base=types.SimpleNamespace(iterations=1, data=None), tasks=[task])
+
+    def prepare(*args):
+        raise AssertionError(f"prepared data for a finished study: {args}")
+
+    monkeypatch.setattr(study, "plan_from_flags", lambda workdir: plan)
+    monkeypatch.setattr(study, "prepare_data_once", prepare)
+    flags.FLAGS.unparse_flags()
+    try:
+        flags.FLAGS(["study", f"--workdir={tmp_path}"])
+        study.main(["study"])
+    finally:
+        flags.FLAGS.unparse_flags()
+    assert "0 cell(s) finished now, 1 were finished before" in capsys.readouterr().out
+    unfinished = _task(tmp_path, "bald/seed_2", 1)  # and with a cell left, it does prepare
+    plan.tasks.append(unfinished)
+    flags.FLAGS(["study", f"--workdir={tmp_path}"])
+    try:
+        with pytest.raises(AssertionError, match="prepared data"):
+            study.main(["study"])
+    finally:
+        flags.FLAGS.unparse_flags()
+
+
 def test_a_cell_that_exits_0_unfinished_is_a_failure(tmp_path):
     task = runner.CellTask("bald/seed_1", str(tmp_path / "c"), (sys.executable, "-c", "pass"))
     summary, _ = _run([task], iterations=1)
@@ -470,9 +530,11 @@ def test_two_shards_as_two_processes_cover_the_grid_exactly_once(sharded_study):
 
 def test_rerunning_a_finished_study_runs_nothing(sharded_study, data_dir):
     tmp_path, workdir, _ = sharded_study
-    proc = run_module("tf_bgadl.study", *_study_args(tmp_path, data_dir, workdir), timeout=300)
+    proc = run_module("tf_bgadl.study", *_study_args(tmp_path, data_dir, workdir), "--seed=5",
+                      timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "4 already finished" in proc.stdout and "0 cell(s) finished now" in proc.stdout
+    assert "note: --seed=5 ignored: the study sets --method and --seed per cell" in proc.stdout
     assert all(_launch_count(workdir, name) == 1 for name in GRID)
 
 

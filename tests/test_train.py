@@ -127,5 +127,7 @@ def test_bad_input_is_a_clear_error_before_training(data_dir, tmp_path, flags, m
 def test_workdir_of_another_config_is_refused(data_dir, tmp_path):
     common = [*TINY, f"--data_dir={data_dir}", f"--workdir={tmp_path}", "--iterations=0"]
     assert run_module("tf_bgadl.train", *common).returncode == 0
+    events = sorted(os.listdir(tmp_path / "tensorboard"))
     proc = run_module("tf_bgadl.train", *common, "--mc_samples=7")
     assert proc.returncode != 0 and "acquisition.mc_samples: workdir has 5" in proc.stderr
+    assert sorted(os.listdir(tmp_path / "tensorboard")) == events  # no event file for it

@@ -72,12 +72,21 @@ def _shipped_list() -> str:
             f"(`python -m tf_bgadl.configs` describes them)")
 
 
-def resolve_flagfile(name: str, included_from: str | None = None):
+def _is_shipped(source) -> bool:
+    """Whether `source` (from `resolve_flagfile`) is one of the shipped configs."""
+    return str(source) in {str(configs.file(n)) for n in configs.names()}
+
+
+def resolve_flagfile(name: str, included_from=None):
     """Finds the flagfile `name`: an existing path first, then a shipped config by bare name.
+
+    A flagfile named inside another is looked up next to that one first: a shipped config's
+    includes are the shipped configs (a `base.flags` in the current directory does not replace
+    the one `mnist.flags` builds on), a local file's includes are first looked up in its folder.
 
     Args:
       name: what followed `--flagfile=`; `~` is expanded.
-      included_from: the flagfile whose line named it (for the error message).
+      included_from: the flagfile (as this function returned it) whose line named it, or None.
 
     Returns:
       A `pathlib.Path` or, for a shipped config, an `importlib.resources` Traversable; both
@@ -87,18 +96,27 @@ def resolve_flagfile(name: str, included_from: str | None = None):
       FlagfileError: neither exists; the message lists the shipped configs.
     """
     path = os.path.expanduser(name)
-    if os.path.isfile(path):
-        return pathlib.Path(path).resolve()
     bare = os.path.normpath(path)
     if os.path.dirname(bare) == _LEGACY_DIR:
         bare = os.path.basename(bare)
-    if not os.path.dirname(bare) and bare in configs.names():
+    shipped = not os.path.dirname(bare) and bare in configs.names()
+    if included_from is not None and not os.path.isabs(path):
+        if _is_shipped(included_from):
+            if shipped:
+                return configs.file(bare)
+        elif isinstance(included_from, pathlib.Path):
+            beside = included_from.parent / path
+            if beside.is_file():
+                return beside.resolve()
+    if os.path.isfile(path):
+        return pathlib.Path(path).resolve()
+    if shipped:
         return configs.file(bare)
-    where = f" (included from {included_from})" if included_from else ""
-    shipped = ("not a shipped config" if not os.path.dirname(bare) else
-               "has a directory part, so it is not looked up among the shipped configs")
+    where = f" (included from {included_from})" if included_from is not None else ""
+    why = ("not a shipped config" if not os.path.dirname(bare) else
+           "has a directory part, so it is not looked up among the shipped configs")
     raise FlagfileError(f"flagfile {name!r}{where} is not a file relative to {os.getcwd()} "
-                        f"and {shipped}; {_shipped_list()}")
+                        f"and {why}; {_shipped_list()}")
 
 
 def _directive(arg: str) -> str | None:
@@ -109,11 +127,11 @@ def _directive(arg: str) -> str | None:
     return None
 
 
-def _flagfile_lines(name: str, stack: tuple[str, ...]) -> list[str]:
-    """The flags of flagfile `name`, nested flagfiles expanded in place."""
+def _flagfile_lines(name: str, stack: tuple[str, ...], parent=None) -> list[str]:
+    """The flags of flagfile `name` (named in flagfile `parent`), nested ones expanded."""
     if not name:  # absl ignores an empty --flagfile=
         return []
-    source = resolve_flagfile(name, included_from=stack[-1] if stack else None)
+    source = resolve_flagfile(name, included_from=parent)
     key = str(source)
     if key in stack:
         raise FlagfileError(f"flagfiles include each other: {' -> '.join((*stack, key))}")
@@ -132,7 +150,7 @@ def _flagfile_lines(name: str, stack: tuple[str, ...]) -> list[str]:
         if nested is None:
             lines.append(line)
         else:
-            lines.extend(_flagfile_lines(nested, (*stack, key)))
+            lines.extend(_flagfile_lines(nested, (*stack, key), source))
     return lines
 
 

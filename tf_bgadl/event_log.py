@@ -34,7 +34,13 @@ class EventLog:
 
     def __init__(self, workdir: str):
         self.logdir = os.path.join(workdir, "tensorboard")
-        self._writer = tf.summary.create_file_writer(self.logdir)
+        self._file_writer = None  # created on first use: a refused workdir gets no event file
+
+    @property
+    def _writer(self):
+        if self._file_writer is None:
+            self._file_writer = tf.summary.create_file_writer(self.logdir)
+        return self._file_writer
 
     def iteration(self, row: dict, samples_png: str | None = None) -> None:
         """Scalars of one finished iteration (`row` is its results line) and its sample grid."""

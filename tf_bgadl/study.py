@@ -225,10 +225,14 @@ def main(argv):
         sys.exit(f"error: unexpected arguments {' '.join(argv[1:])}; every option is a --flag")
     try:
         plan = plan_from_flags(os.path.abspath(flags.FLAGS.workdir))
-        if plan.tasks:
-            prepare_data_once(plan.base.data, plan.workdir)
+        if any(not grid.is_finished(t.path, plan.base.iterations) for t in plan.tasks):
+            prepare_data_once(plan.base.data, plan.workdir)  # not for a finished study
     except ValueError as e:  # ConfigError included
         sys.exit(f"error: {e}")
+    given = [f"--{n}={flags.FLAGS[n].value}" for n in ("method", "seed") if flags.FLAGS[n].present]
+    if given:  # a train flagfile may set them; the study sets them per cell
+        print(f"note: {' '.join(given)} ignored: the study sets --method and --seed per cell "
+              "from --methods and --seeds", flush=True)
     shard = f", shard {plan.shard_index} of {plan.num_shards}" if plan.num_shards > 1 else ""
     print(f"study {plan.workdir}: {len(plan.cells)} cells ({len(_METHODS.value)} methods x "
           f"{len(_SEEDS.value)} seeds){shard}; this process runs {len(plan.tasks)}", flush=True)

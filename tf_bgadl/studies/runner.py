@@ -402,6 +402,9 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+_OUTSIDE_STOP = (-signal.SIGTERM, -signal.SIGINT)  # Popen's returncode of a signal exit
+
+
 def _record_failure(task: CellTask, returncode: int, iterations: int) -> Failure:
     log = os.path.abspath(os.path.join(task.path, LOG_NAME))
     record = {"returncode": returncode, "log": log, "time": _now()}
@@ -508,6 +511,14 @@ class _Scheduler:
             if returncode == 0 and finished:
                 self.ran.append(name)
                 self.say(f"{name}: finished ({took})")
+            elif returncode in _OUTSIDE_STOP and not finished:
+                # SIGTERM/SIGINT from outside the study (a cluster scheduler's time limit or
+                # scancel signals every process of the job, the study's cells possibly before
+                # the study itself): the study is being stopped, the cell did not fail.
+                signum = -returncode
+                self.say(f"{name}: stopped by {signal.Signals(signum).name} from outside the "
+                         f"study after {took}; not a failure, rerun to resume it")
+                raise Interrupted(signum)
             else:
                 failure = _record_failure(running.task, returncode, self.iterations)
                 self.failed.append(failure)

@@ -21,11 +21,13 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import os
 import re
 
 import numpy as np
 
+from tf_bgadl import methods as methods_lib
 from tf_bgadl.plotting import save_figure
 from tf_bgadl.state import atomic_write_text, read_jsonl
 from tf_bgadl.studies import statistics
@@ -43,6 +45,17 @@ _METHOD_RESOLVED_KEYS = {"acquisition.acquisition", "generator.generation",
                          "generator.optimizer", "generator.learning_rate", "generator.beta_1",
                          "generator.pool_steps"}
 _PER_CELL_KEYS = {"seed", "acquisition.method", "strategy", "data.data_dir", "data.manual_dir"}
+
+
+def _x_from(method: str) -> str:
+    """How a method's x' is made from its x* (report column), from the methods registry."""
+    try:
+        encoder = methods_lib.get(method).uses_encoder
+    except ValueError:
+        return "?"
+    return "g(e(x*), y*)" if encoder else "g(z, y*)"
+
+
 _SEED_DIR = re.compile(r"^seed_(-?\d+)$")
 _RESULT_KEYS = ("iteration", "num_labeled", "test_accuracy")
 
@@ -100,7 +113,7 @@ def _load_cell(method: str, seed: int, path: str) -> Cell:
     if config is None or "iterations" not in config:
         return Cell(method, seed, path, INCOMPLETE, results, config, "no config.json yet", log)
     last = config["iterations"]
-    if last in rows:
+    if rows and max(rows) >= last:  # as grid.is_finished: a lowered --iterations is finished
         return Cell(method, seed, path, COMPLETE, results, config, "", log)
     done = f"iterations 0..{results[-1]['iteration']}" if results else "no iteration"
     return Cell(method, seed, path, INCOMPLETE, results, config,
@@ -190,20 +203,27 @@ def _mean_std(values: list[float]) -> dict:
 
 
 def _diagnostics(cells: list[Cell], budget: float) -> dict:
-    """Mean reconstruction error and score_generated / score_acquired of generative cells."""
-    recon, ratio = [], []
+    """Mean x'-x* distance and score_generated / score_acquired of generative cells.
+
+    Non-finite values (a diverged generator writes NaN) are left out and counted.
+    """
+    recon, ratio, dropped = [], [], 0
     for cell in cells:
         rows = [r for r in cell.results if r["iteration"] >= 1 and r["num_labeled"] <= budget]
-        errors = [r["reconstruction_error"] for r in rows
+        errors = [float(r["reconstruction_error"]) for r in rows
                   if r.get("reconstruction_error") is not None]
         ratios = [r["score_generated"] / r["score_acquired"] for r in rows
                   if r.get("score_generated") is not None and r.get("score_acquired")]
+        dropped += sum(not math.isfinite(v) for v in errors + ratios)
+        errors = [v for v in errors if math.isfinite(v)]
+        ratios = [v for v in ratios if math.isfinite(v)]
         if errors:
             recon.append(float(np.mean(errors)))
         if ratios:
             ratio.append(float(np.mean(ratios)))
     return {"reconstruction_error": float(np.mean(recon)) if recon else None,
-            "score_ratio": float(np.mean(ratio)) if ratio else None}
+            "score_ratio": float(np.mean(ratio)) if ratio else None,
+            "non_finite_dropped": dropped}
 
 
 def _method_summary(method: str, cells: list[Cell], first: float, budget: float) -> dict:
@@ -212,7 +232,9 @@ def _method_summary(method: str, cells: list[Cell], first: float, budget: float)
     for cell in cells:
         x, y = _curve(cell, budget)
         key = str(cell.seed)
-        final[key], used[key] = float(y[-1]), int(x[-1])
+        used[key] = int(x[-1])
+        if x[-1] == budget:  # a cell on another label grid: AULC only, never another budget
+            final[key] = float(y[-1])
         aulc[key] = statistics.aulc(*_curve(cell, np.inf), first, budget)  # interpolates
         wall[key] = sum(float(r.get("seconds") or 0.0) for r in cell.results) / 60.0
     curves = [_curve(c, budget) for c in cells]
@@ -220,7 +242,7 @@ def _method_summary(method: str, cells: list[Cell], first: float, budget: float)
     points = np.array([[y[x == b][0] for x, y in curves] for b in common],
                       np.float64).reshape(len(common), len(cells))  # [B, seeds]
     return {
-        "method": method, "name": TABLE_I_NAMES.get(method, method), "n": len(cells),
+        "method": method, "name": TABLE_I_NAMES.get(method, method), "n": len(final),
         "seeds": [c.seed for c in cells], "num_labeled_used": used,
         "final_accuracy": {"per_seed": final, **_mean_std(list(final.values()))},
         "aulc": {"per_seed": aulc, **_mean_std(list(aulc.values()))},
@@ -288,7 +310,8 @@ def summarize(cells: list[Cell], *, paper_method: str = "vaeacgan",
     methods = {m: _method_summary(m, group, first, budget) for m, group in by_method.items()}
     if levels is None:
         start = statistics.mean([y[0] for y in (_curve(c, budget)[1] for c in complete)])
-        finals = [s["final_accuracy"]["mean"] for s in methods.values()]
+        finals = [s["final_accuracy"]["mean"] for s in methods.values()
+                  if s["final_accuracy"]["mean"] is not None]
         stop = min(finals) if min(finals) - start >= 0.005 else max(finals)
         summary["levels"] = statistics.accuracy_levels(start, stop)
     for m, s in methods.items():
@@ -418,14 +441,22 @@ def _generative_markdown(summary: dict) -> list[str]:
     if not rows:
         return []
     lines = ["## Generative methods", "",
-             "Mean over iterations >= 1 and seeds of the reconstruction error ||x' - x*|| "
-             "(L2, pixels in [0, 1]) and of score_generated / score_acquired, the mean "
-             "acquisition score of the generated x' over that of the acquired x* (Proposition "
-             "2.1: near 1 or above, x' is as informative as x*).", "",
-             "| Method | Reconstruction error | score_generated / score_acquired |",
-             "|---|---:|---:|"]
-    lines += [f"| {s['name']} | {_number(s['reconstruction_error'], '.4f')} | "
+             "Mean over iterations >= 1 and seeds of the distance ||x' - x*|| (L2, pixels in "
+             "[0, 1]; results' `reconstruction_error`) and of score_generated / score_acquired, "
+             "the mean acquisition score of the generated x' over that of the acquired x* "
+             "(Proposition 2.1: near 1 or above, x' is as informative as x*). Only where x' is "
+             "generated from x* through the encoder (`vaeacgan`: x' = g(e(x*), y*)) is the "
+             "distance a reconstruction error; where x' = g(z, y*) with a random z (`acgan`, "
+             "`bda_partial`), x' is not meant to resemble x* and the distance only says so.", "",
+             "| Method | x' | L2 distance x' to x* | score_generated / score_acquired |",
+             "|---|---|---:|---:|"]
+    lines += [f"| {s['name']} | {_x_from(s['method'])} | "
+              f"{_number(s['reconstruction_error'], '.4f')} | "
               f"{_number(s['score_ratio'], '.3f')} |" for s in rows]
+    dropped = sum(s.get("non_finite_dropped", 0) for s in rows)
+    if dropped:
+        lines += ["", f"{dropped} non-finite value(s) (NaN or inf: a diverged generator) left "
+                  "out of these means."]
     return lines + [""]
 
 
@@ -455,13 +486,15 @@ def render_markdown(summary: dict) -> str:
               f"At {summary['budget']} oracle labels, the largest number every complete cell "
               f"reached; mean ± sample std (ddof=1) over seeds, n seeds. AULC: the area under "
               f"the test accuracy curve from {summary['first_budget']} to {summary['budget']} "
-              "labels divided by that range (the mean accuracy over the budget). Wall time: a "
-              "cell's whole run, mean over seeds.", "", table_markdown(summary), ""]
+              "labels divided by that range (the mean accuracy over the budget). Wall time: the sum "
+              "of a cell's iteration times (training, scoring, generation, evaluation; not its "
+              "start-up or checkpoints), mean over seeds.", "", table_markdown(summary), ""]
     off = [f"`{s['method']}` seed {seed} ({n} labels)" for s in summary["methods"]
            for seed, n in s["num_labeled_used"].items() if n != summary["budget"]]
     if off:
-        lines += ["Cells without a results line at exactly that budget enter with their last "
-                  "line before it: " + ", ".join(off) + ".", ""]
+        lines += ["Cells without a results line at exactly that budget are left out of the "
+                  "test accuracy column, its n and the t-tests (they enter AULC, interpolated): "
+                  + ", ".join(off) + ".", ""]
     lines += _reach_markdown(summary) + _tests_markdown(summary) + _generative_markdown(summary)
     return "\n".join(lines + _left_out_markdown(summary))
 
