@@ -28,6 +28,10 @@ def test_flagfile_gives_a_valid_config(path, monkeypatch, tmp_path):
     name = os.path.basename(path)
     if name == "quickstart.flags":
         assert config.data.dataset == "mnist5k" and config.acquisition.method == "vaeacgan"
+    elif name == "study_mnist5k_resnet18.flags":  # the mnist5k study with a ResNet18
+        assert config.model.name == "resnet18" and config.model.width_multiplier == 0.25
+        assert config.data.dataset == "mnist5k" and config.train.weight_decay_numerator == 0
+        assert config.iterations == 5 and config.train.epochs == 30
     elif name.startswith("study_"):  # CPU-sized studies; the study sets method and seed
         assert config.model.name == "cnn"
         assert config.data.dataset == name[len("study_"):-len(".flags")]
