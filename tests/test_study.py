@@ -403,8 +403,11 @@ runner.run_cells([runner.CellTask("bald/seed_1", path, (sys.executable, "-c", sl
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_cells_die_with_the_study(tmp_path, how):
     cell = tmp_path / "cell"
+    # SIGINT as a terminal delivers it: a shell starts background jobs (`cmd &`, as CI may run
+    # the tests) with SIGINT ignored, which the study would inherit and rightly keep ignoring.
     study = subprocess.Popen([sys.executable, "-c", _STUDY_OF_ONE_SLEEPING_CELL, str(cell)],
-                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while not (cell / "pid").exists() or not (cell / "pid").read_text():
         assert time.time() < deadline and study.poll() is None
@@ -414,7 +417,7 @@ def test_cells_die_with_the_study(tmp_path, how):
     study.send_signal(how)
     try:
         study.wait(timeout=60)
-    except subprocess.TimeoutExpired:  # once seen in CI on a loaded machine: keep what it said
+    except subprocess.TimeoutExpired:
         study.kill()
         output = study.communicate()[0].decode(errors="replace")
         pytest.fail(f"the study did not exit within 60 s of {how.name}; its output:\n{output}")
