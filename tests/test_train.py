@@ -74,6 +74,7 @@ def test_train_end_to_end_under_mirrored_strategy(data_dir, tmp_path):
     assert os.path.exists(tmp_path / "models" / "tf_bgadl" / "1" / "saved_model.pb")
 
 
+@pytest.mark.slow  # about 85 s: keeps the default run near 10 minutes; .ci/run runs it
 def test_same_seed_same_acquisitions_and_resume_after_kill(data_dir, tmp_path):
     common = [*TINY, f"--data_dir={data_dir}", "--model=cnn", "--iterations=3", "--seed=4"]
     first = run_module("tf_bgadl.train", *common, f"--workdir={tmp_path / 'a'}")
