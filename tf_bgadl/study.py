@@ -194,9 +194,14 @@ def plan_from_flags(workdir: str) -> _Plan:
     return _Plan(workdir, cells, num_shards, shard_index, base, tasks)
 
 
-def run_plan(plan: _Plan) -> runner.Summary:
-    """Runs this shard's cells (`--jobs` at a time, or what fits the machine)."""
-    left = sum(not grid.is_finished(t.path, plan.base.iterations) for t in plan.tasks)
+def cells_left(plan: _Plan) -> int:
+    """This shard's cells not finished yet."""
+    return sum(not grid.is_finished(t.path, plan.base.iterations) for t in plan.tasks)
+
+
+def run_plan(plan: _Plan, left: int) -> runner.Summary:
+    """Runs this shard's cells (`--jobs` at a time, or what fits the machine); `left` of them
+    are unfinished (`cells_left`)."""
     cores = runner.usable_cores()
     jobs = _JOBS.value or runner.default_jobs(max(1, left), cores, runner.available_memory())
     return runner.run_cells(plan.tasks, iterations=plan.base.iterations, jobs=jobs, cores=cores)
@@ -225,7 +230,8 @@ def main(argv):
         sys.exit(f"error: unexpected arguments {' '.join(argv[1:])}; every option is a --flag")
     try:
         plan = plan_from_flags(os.path.abspath(flags.FLAGS.workdir))
-        if any(not grid.is_finished(t.path, plan.base.iterations) for t in plan.tasks):
+        left = cells_left(plan)
+        if left:
             prepare_data_once(plan.base.data, plan.workdir)  # not for a finished study
     except ValueError as e:  # ConfigError included
         sys.exit(f"error: {e}")
@@ -239,7 +245,7 @@ def main(argv):
     if not plan.tasks:
         return
     try:
-        result = run_plan(plan)
+        result = run_plan(plan, left)
     except (KeyboardInterrupt, runner.Interrupted) as e:
         print(f"interrupted ({str(e) or 'Ctrl-C'}): rerun the same command to resume; finished "
               "iterations are kept", file=sys.stderr, flush=True)
