@@ -1,7 +1,9 @@
 r"""Measures what the generator options do on the quickstart (mnist5k, CNN, vaeacgan, 2 CPU cores).
 
-  python bench/generator_quality.py [--variants=paper,carry_pool,front,fresh_pool,fresh_pool3k,default]
+  python bench/generator_quality.py [--variants=paper,fresh_pool500,default,...]
       [--seed=0] [--workdir=DIR]
+
+(every name of VARIANTS below; `default` is `fresh_pool1k`, the shipped defaults)
 
 Runs `python -m tf_bgadl.train --flagfile=quickstart.flags` once per variant into a temporary
 folder (or --workdir) and prints, per variant: the largest `reconstruction_error` over the
@@ -29,6 +31,8 @@ VARIANTS = {
               "--gan_pool_steps_fresh=2000"],
     "fresh_pool": ["--kl_weight=0.01", "--nogan_carry_over", "--gan_pool_steps=2000"],
     "fresh_pool3k": ["--kl_weight=0.01", "--nogan_carry_over", "--gan_pool_steps=3000"],
+    "fresh_pool500": ["--kl_weight=0.01", "--nogan_carry_over", "--gan_pool_steps=500"],
+    "fresh_pool1k": ["--kl_weight=0.01", "--nogan_carry_over", "--gan_pool_steps=1000"],
     "default": [],  # whatever the shipped quickstart.flags and flag defaults say
 }
 

@@ -19,14 +19,22 @@ FLAGFILES = sorted(glob.glob(os.path.join(CONFIGS_DIR, "*.flags")))
 def test_flagfile_gives_a_valid_config(path, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # by bare name, from a directory outside the repository,
     args = cli.expand_flagfiles([f"--flagfile={os.path.basename(path)}"])  # as entry points do
+    name = os.path.basename(path)
     flags.FLAGS.unparse_flags()
     try:
-        flags.FLAGS(["train", *args, "--workdir=/tmp/unused"])
-        config = config_lib.validate(train.config_from_flags())
+        if name.startswith("tune_"):  # a search: train flags plus tune's, checked as tune does
+            from tf_bgadl import tune  # pylint: disable=import-outside-toplevel
+            from tf_bgadl.tuning import settings  # pylint: disable=import-outside-toplevel
+            flags.FLAGS(["tune", *args, "--workdir=/tmp/unused"])
+            config = settings.check(tune.settings_from_flags(), train.config_from_flags())
+        else:
+            flags.FLAGS(["train", *args, "--workdir=/tmp/unused"])
+            config = config_lib.validate(train.config_from_flags())
     finally:
         flags.FLAGS.unparse_flags()
-    name = os.path.basename(path)
-    if name == "quickstart.flags":
+    if name.startswith("tune_"):  # CPU-sized searches on a validation split
+        assert config.data.validation_per_class > 0 and config.data.dataset == "mnist5k"
+    elif name == "quickstart.flags":
         assert config.data.dataset == "mnist5k" and config.acquisition.method == "vaeacgan"
     elif name == "study_mnist5k_resnet18.flags":  # the mnist5k study with a ResNet18
         assert config.model.name == "resnet18" and config.model.width_multiplier == 0.25

@@ -36,6 +36,8 @@ class FakeLearner:
         self.fail_at = fail_at
         self.scored = []  # (ids, images) passed to score
         self.fitted = []
+        self.prepared = []  # (iteration, pool images) passed to prepare
+        self.events = []  # the order of fit / prepare / score calls
 
     def learner(self):
         def build(iteration, num_labeled, num_rows, previous):
@@ -45,6 +47,7 @@ class FakeLearner:
             if iteration == self.fail_at:
                 raise KeyboardInterrupt("killed")
             self.fitted.append((iteration, len(labels)))
+            self.events.append(("fit", iteration))
             return {"loss": 1.0 / (iteration + 1)}
 
         def evaluate(model, images, labels):
@@ -52,9 +55,16 @@ class FakeLearner:
 
         def score(model, ids, images, iteration):
             self.scored.append((ids.copy(), images.copy()))
+            self.events.append(("score", iteration))
             return known_score(ids)
 
-        return loop.Learner(build=build, fit=fit, evaluate=evaluate, score=score)
+        def prepare(model, iteration, pool_images):
+            self.prepared.append((iteration, pool_images.copy()))
+            self.events.append(("prepare", iteration))
+            return {}
+
+        return loop.Learner(build=build, fit=fit, evaluate=evaluate, score=score,
+                            prepare=prepare)
 
 
 def test_invariants_each_iteration(tmp_path):
@@ -76,6 +86,33 @@ def test_invariants_each_iteration(tmp_path):
         assert r["mean_score"] == pytest.approx(known_score(expected).mean())
     assert (tmp_path / "accuracy.png").stat().st_size > 1000
     assert json.load(open(tmp_path / "config.json")) == _config().to_dict()
+
+
+def test_prepare_runs_before_scoring_and_never_after_the_last_iteration(tmp_path):
+    """The hook (the VAE-ACGAN's pool phase) gets the previous iteration's model and the
+    current pool's images before the pool is scored; nothing runs after the last fit."""
+    ds, fake = _dataset(), FakeLearner()
+    results = loop.run(_config(), str(tmp_path), ds, fake.learner())
+    assert fake.events == [("fit", 0)] + [e for k in range(1, 5) for e in (
+        ("prepare", k - 1), ("score", k), ("fit", k))]
+    pool = set(range(200)) - set(json.load(open(tmp_path / "state.json"))["labeled_ids"])
+    for (iteration, images), row in zip(fake.prepared, results[1:]):
+        # The pool before this iteration's acquisition: the final pool plus what was
+        # acquired from this iteration on.
+        later = [i for r in results[iteration + 1:] for i in r["acquired_ids"]]
+        ids = np.array(sorted(pool | set(later)))
+        assert len(images) == row["num_pool"] + 5
+        np.testing.assert_array_equal(images, ds.x_train[ids])  # the pool ids are sorted
+
+
+def test_prepare_runs_on_the_restored_model_after_a_resume(tmp_path):
+    ds = _dataset()
+    with pytest.raises(KeyboardInterrupt):
+        loop.run(_config(), str(tmp_path), ds, FakeLearner(fail_at=3).learner())
+    resumed = FakeLearner()
+    loop.run(_config(), str(tmp_path), ds, resumed.learner())
+    assert resumed.events == [("prepare", 2), ("score", 3), ("fit", 3), ("prepare", 3),
+                              ("score", 4), ("fit", 4)]
 
 
 def test_reports_final_accuracy_not_running_maximum(tmp_path):
@@ -120,6 +157,33 @@ def test_workdir_of_another_config_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="acquisition.acquire_per_iteration: workdir has 5"):
         loop.run(_config(acquire_per_iteration=6), str(tmp_path), _dataset(),
                  FakeLearner().learner())
+
+
+def test_workdir_written_before_a_field_existed_resumes(tmp_path):
+    """A config.json without a backfilled key (written before that field existed) reads as the
+    field's resolved default: the run resumes. Any other missing key, and a stored value that
+    differs, are still refused."""
+    from tf_bgadl import config as config_lib
+    ds = _dataset()
+    config = config_lib.validate(_config())
+    loop.run(dataclasses.replace(config, iterations=1), str(tmp_path), ds,
+             FakeLearner().learner())
+    path = tmp_path / "config.json"
+    stored = json.load(open(path))
+    for key in config_lib.BACKFILLED_KEYS:
+        section, name = key.split(".")
+        del stored[section][name]
+    path.write_text(json.dumps(stored))
+    fake = FakeLearner()
+    loop.run(dataclasses.replace(config, iterations=2), str(tmp_path), ds, fake.learner())
+    assert [f[0] for f in fake.fitted] == [2]
+    with pytest.raises(ConfigError, match="acquisition.mc_samples: workdir has 20, this run has 7"):
+        loop.run(dataclasses.replace(config, acquisition=dataclasses.replace(
+            config.acquisition, mc_samples=7)), str(tmp_path), ds, FakeLearner().learner())
+    del stored["generator"]["kl_weight"]
+    path.write_text(json.dumps(stored))
+    with pytest.raises(ConfigError, match="generator.kl_weight: workdir has None"):
+        loop.run(config, str(tmp_path), ds, FakeLearner().learner())
 
 
 def test_nan_scores_stop_the_run(tmp_path):

@@ -608,20 +608,23 @@ def _train_processes(workdir):
 
 
 def test_method_specific_flags_reach_only_the_methods_they_apply_to(tmp_path, data_dir):
-    """`--acquisition` and `--gan_pool_steps` set for a whole study go to the cells whose method
-    they mean something for, and are left out of the others (which would refuse them)."""
+    """`--acquisition` (and its temperature) and `--gan_pool_steps` set for a whole study go to
+    the cells whose method they mean something for, and are left out of the others (which
+    would refuse them)."""
     from absl import flags as absl_flags
     from tf_bgadl import study
     absl_flags.FLAGS.unparse_flags()
     try:
         absl_flags.FLAGS(["study", *TINY_STUDY, f"--data_dir={data_dir}",
                           f"--workdir={tmp_path / 'w'}", "--methods=vaeacgan,random",
-                          "--seeds=1", "--acquisition=max_entropy", "--gan_pool_steps=7"])
+                          "--seeds=1", "--acquisition=power_bald",
+                          "--acquisition_temperature=0.5", "--gan_pool_steps=7"])
         plan = study.plan_from_flags(str(tmp_path / "w"))
     finally:
         absl_flags.FLAGS.unparse_flags()
     commands = {task.name: task.command for task in plan.tasks}
-    assert "--acquisition=max_entropy" in commands["vaeacgan/seed_1"]
+    assert "--acquisition=power_bald" in commands["vaeacgan/seed_1"]
+    assert "--acquisition_temperature=0.5" in commands["vaeacgan/seed_1"]
     assert "--gan_pool_steps=7" in commands["vaeacgan/seed_1"]
     assert not any(a.startswith(("--acquisition", "--gan_pool_steps"))
                    for a in commands["random/seed_1"])

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_bgadl import experiment
+from tf_bgadl import augment, experiment
 from tf_bgadl.models import build_classifier
 from tf_bgadl.models.vae_acgan import VAEACGAN, build_generator
 
@@ -127,7 +127,7 @@ def test_generator_output_shapes_for_odd_sizes():
 def test_generated_images_leave_the_classifier_batchnorm_statistics_alone(
         digits, use_encoder, generation):
     """After a step, C's BatchNorm moving statistics are those of C's pass over the batch's
-    rows alone: g(z, y) and g(e(x), y) go through C in inference mode."""
+    rows alone: the statistics g(z, y) and g(e(x), y) put there are restored."""
     batch = _batch(digits, generated=8 if generation == "persisted" else 0)
     model = _model(tf.distribute.get_strategy(), classifier="resnet18", use_encoder=use_encoder,
                    generation=generation)
@@ -142,6 +142,80 @@ def test_generated_images_leave_the_classifier_batchnorm_statistics_alone(
     assert any(not np.allclose(a, b) for a, b in zip(initial, after))
     for a, b in zip(after, _bn_statistics(reference.classifier)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_generated_images_are_classified_with_their_batch_statistics(digits, traced):
+    """C sees generated images as it sees a training batch (BatchNorm normalises with the
+    batch's own statistics, as in the authors' code), not with the moving statistics, and
+    the pass leaves the moving statistics as they were (also inside a tf.function, where the
+    restore must run after the pass's own updates)."""
+    model = _model(tf.distribute.get_strategy(), classifier="resnet18", dropout_rate=0.0)
+    reference = _model(tf.distribute.get_strategy(), classifier="resnet18", dropout_rate=0.0)
+    reference.set_weights(model.get_weights())
+    images = tf.constant(digits.x_train[:16], tf.float32) / 255.0
+    initial = _bn_statistics(model.classifier)
+    classify = tf.function(model._classify_generated) if traced else model._classify_generated
+    logits = classify(images).numpy()
+    for a, b in zip(initial, _bn_statistics(model.classifier)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(logits, reference.classifier(images, training=True).numpy(),
+                               rtol=1e-4, atol=1e-5)
+    assert not np.allclose(logits, reference.classifier(images, training=False).numpy(),
+                           atol=1e-3)
+
+
+def test_generated_images_leave_the_moving_statistics_alone_under_mirrored(digits):
+    """The restore also holds in replica context (two replicas, per-replica BatchNorm in C)."""
+    strategy = experiment.make_strategy("mirrored")
+    model = _model(strategy, classifier="resnet18")
+    initial = _bn_statistics(model.classifier)
+    images = tf.constant(digits.x_train[:16], tf.float32) / 255.0
+    ds = strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensor_slices(images).batch(16))
+    step = tf.function(lambda x: strategy.run(model._classify_generated, args=(x,)))
+    logits = strategy.experimental_local_results(step(next(iter(ds))))
+    assert [t.shape[0] for t in logits] == [8, 8]
+    for a, b in zip(initial, _bn_statistics(model.classifier)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pool_phase_trains_encoder_and_generator_with_fresh_optimizers(digits):
+    """The pool phase gives e and g new optimizers of the same kind and settings (the joint
+    phase's moment estimates do not carry over) and leaves C and d, and their optimizers,
+    alone."""
+    model = _model(tf.distribute.get_strategy(), classifier="resnet18")
+    model.train_step(_batch(digits))  # the joint phase's state: one step of every optimizer
+    used = dict(model.optimizers)
+    untouched = {n: _values(getattr(model, n).variables) for n in ("classifier", "discriminator")}
+    metrics = augment.fit_on_pool(model, digits.x_train[:64], steps=3, batch_size=16, seed=0)
+    assert np.isfinite(metrics["pool_reconstruction_mse"])
+    for name in ("encoder", "generator"):
+        fresh = model.optimizers[name]
+        assert fresh is not used[name] and type(fresh) is type(used[name])
+        assert fresh.get_config() == used[name].get_config()
+        assert int(fresh.iterations) == 3
+    for name, before in untouched.items():
+        assert model.optimizers[name] is used[name] and int(used[name].iterations) == 1
+        for a, b in zip(before, _values(getattr(model, name).variables)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_pool_phase_after_a_checkpoint_round_trip_equals_the_uninterrupted_one(digits, tmp_path):
+    """The latent-noise state is saved with the weights: a model restored from a checkpoint
+    (a resumed run) trains the same pool phase as the model that wrote it."""
+    model = _model(tf.distribute.get_strategy(), seed=3)
+    model.train_step(_batch(digits))  # advances the latent-noise sequence
+    path = str(tmp_path / "model.weights.h5")
+    model.save_weights(path)
+    restored = _model(tf.distribute.get_strategy(), seed=3)
+    restored.load_weights(path)
+    np.testing.assert_array_equal(restored.seed_generator.state.numpy(),
+                                  model.seed_generator.state.numpy())
+    for m in (model, restored):
+        augment.fit_on_pool(m, digits.x_train[:64], steps=3, batch_size=16, seed=0)
+    for a, b in zip(_values(model.generator.variables), _values(restored.generator.variables)):
+        np.testing.assert_array_equal(a, b)
 
 
 # Replica 0 / replica 1: generated rows in each half of the 32-row batch.

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 # Every `python -m` entry point of the package (each ends with `cli.run(main)`); a new one must be
 # added here: test_every_entry_point_is_listed fails until it is.
 ENTRY_POINTS = ["tf_bgadl.train", "tf_bgadl.study", "tf_bgadl.report", "tf_bgadl.export",
-                "tf_bgadl.prepare_data", "tf_bgadl.serving.rank"]
+                "tf_bgadl.prepare_data", "tf_bgadl.serving.rank", "tf_bgadl.tune"]
 
 # Tiny sizes for `digits` (as tests/test_train.py).
 TINY = ["--initial_per_class=2", "--acquire_per_iteration=10", "--pool_subset=60",

@@ -62,6 +62,12 @@ def fit_on_pool(model, unlabeled: np.ndarray, *, steps: int, batch_size: int, se
 
     Returns:
       The phase's last metrics, prefixed `pool_` (e.g. pool_reconstruction_mse).
+
+    e and g get fresh optimizers (the same kind and settings, new state) for the phase: the
+    joint phase's accumulated statistics come from adversarial and auxiliary-class gradients,
+    and with Adam (the quickstart's and the studies' optimizer) its second-moment estimates
+    from those kept the VAE objective's steps small for the whole phase (README, "A
+    generator that works at CPU scale", has the measurement).
     """
     from tf_bgadl.inference import to_unit_float  # pylint: disable=import-outside-toplevel
     from tf_bgadl.training import image_dataset  # pylint: disable=import-outside-toplevel
@@ -81,6 +87,12 @@ def fit_on_pool(model, unlabeled: np.ndarray, *, steps: int, batch_size: int, se
         lambda idx: (to_unit_float(tf.gather(images_t, idx)),
                      (tf.gather(labels_t, idx), tf.zeros(tf.shape(idx), tf.float32)))
     ).prefetch(2)
+    with model.distribute_strategy.scope():
+        for name in ("encoder", "generator"):
+            used = model.optimizers[name]
+            fresh = used.__class__.from_config(used.get_config())
+            fresh.build(model.networks()[name])
+            model.optimizers[name] = fresh
     model.set_phase("reconstruction")
     try:
         history = model.fit(ds, epochs=1, verbose=0, shuffle=False)

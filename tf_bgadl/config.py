@@ -11,12 +11,20 @@ from typing import Any, Mapping
 
 from tf_bgadl import methods as methods_lib
 
-DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped", "mnist5k", "digits")
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped", "mnist5k",
+            "mnist5k_repeated", "digits")
 MODELS = ("resnet18", "resnet18pa", "cnn")
 METHODS = tuple(methods_lib.METHODS)
 GENERATIONS = ("persisted", "online")
-# MC-dropout scores of the scored methods (random acquisition is a method: random, bda_partial).
-ACQUISITIONS = ("bald", "max_entropy", "var_ratios", "mean_std")
+# MC-dropout scores of the scored methods (random acquisition is a method: random, bda_partial):
+# top-K of a per-image score, or a batch-aware selection (docs/acquisition.md): BatchBALD, and
+# stochastic batch acquisition of the BALD scores.
+ACQUISITIONS = ("bald", "max_entropy", "var_ratios", "mean_std", "batchbald", "power_bald",
+                "softmax_bald", "softrank_bald")
+STOCHASTIC_ACQUISITIONS = ("power_bald", "softmax_bald", "softrank_bald")
+ACQUISITION_DEFAULT = -1  # --batchbald_samples / --acquisition_temperature: the default
+DEFAULT_BATCHBALD_SAMPLES = 10_000
+DEFAULT_ACQUISITION_TEMPERATURE = 1.0  # beta = 1, Kirsch et al. 2023's default
 METHOD_DEFAULT = ""  # a config value meaning "the method's default" (see `resolve`)
 STRATEGIES = ("default", "mirrored", "one_device")
 OPTIMIZERS = ("adadelta", "adam", "sgd")
@@ -34,7 +42,15 @@ def config_differences(stored: Mapping[str, Any], current: Mapping[str, Any], *,
                        ignore: tuple[str, ...] = RESUMABLE_KEYS,
                        prefix: str = "") -> list[tuple[str, Any, Any]]:
     """(dotted key, stored value, current value) for every key where two config dicts differ,
-    except the dotted keys in `ignore`."""
+    except the dotted keys in `ignore`.
+
+    A key of `BACKFILLED_KEYS` missing from an `ExperimentConfig` dict (a config.json written
+    before that field existed) is read as the current code reads it: the field's default,
+    resolved for the run's method (`with_current_defaults`); such workdirs stay resumable.
+    Any other missing key is a difference.
+    """
+    if not prefix:
+        stored, current = with_current_defaults(stored), with_current_defaults(current)
     out = []
     for key in sorted(set(stored) | set(current)):
         a, b = stored.get(key), current.get(key)
@@ -42,6 +58,33 @@ def config_differences(stored: Mapping[str, Any], current: Mapping[str, Any], *,
             out += config_differences(a, b, ignore=ignore, prefix=f"{prefix}{key}.")
         elif a != b and f"{prefix}{key}" not in ignore:
             out.append((f"{prefix}{key}", a, b))
+    return out
+
+
+# Fields added after runs were recorded without them, whose default reproduces what those runs
+# did: a config.json that lacks one reads as that default (resolved for the run's method).
+# Add a key here only when that holds; any other missing key stays a difference.
+BACKFILLED_KEYS = ("acquisition.batchbald_samples", "acquisition.temperature")
+
+
+def with_current_defaults(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored `ExperimentConfig` dict with its missing `BACKFILLED_KEYS` filled as the
+    current code fills them (default, then `validate`'s resolution for the method); every other
+    key as stored. A dict that is not a valid config is returned as is."""
+    sections = {key: key.split(".") for key in BACKFILLED_KEYS}
+    missing = [key for key, (section, name) in sections.items()
+               if isinstance(stored.get(section), Mapping) and name not in stored[section]]
+    if not missing:
+        return dict(stored)
+    try:
+        filled = validate(ExperimentConfig.from_dict(stored)).to_dict()
+    except (ConfigError, TypeError, ValueError, KeyError):
+        return dict(stored)
+    out = {key: dict(value) if isinstance(value, Mapping) else value
+           for key, value in stored.items()}
+    for key in missing:
+        section, name = sections[key]
+        out[section][name] = filled[section][name]
     return out
 
 
@@ -104,7 +147,7 @@ class GeneratorConfig:
     # oracle label is used). The paper's generator: kl_weight=1, pool_steps=0 (base.flags).
     kl_weight: float = 0.01
     carry_over: bool = False
-    pool_steps: int = -1  # -1: the method's default (methods.py: 3000 for vaeacgan, else 0)
+    pool_steps: int = -1  # -1: the method's default (methods.py: 1000 for vaeacgan, else 0)
     pool_steps_fresh: int = 0  # pool steps when e and g start fresh (0: pool_steps)
 
 
@@ -118,6 +161,12 @@ class AcquisitionConfig:
     pool_subset: int = 2000
     mc_samples: int = 20
     score_batch_size: int = 500
+    # batchbald: joint class configurations, enumerated while C^n <= this, sampled beyond;
+    # -1 = 10,000; 0 for every other acquisition (resolved).
+    batchbald_samples: int = ACQUISITION_DEFAULT
+    # power/softmax/softrank_bald: temperature = 1 / beta of the sampling distribution; -1 =
+    # 1.0; 0 for the deterministic acquisitions (their zero-temperature limit, resolved).
+    temperature: float = float(ACQUISITION_DEFAULT)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +243,7 @@ def resolve(config: ExperimentConfig) -> ExperimentConfig:
     else:
         acquisition = acq.acquisition or "bald"
         _check_choice("acquisition", acquisition, ACQUISITIONS)
+    acq = _resolve_batch_settings(dataclasses.replace(acq, acquisition=acquisition), method.name)
     if gen.pool_steps < 0:
         gen = dataclasses.replace(gen, pool_steps=method.pool_steps)
     if method.generative:
@@ -213,8 +263,47 @@ def resolve(config: ExperimentConfig) -> ExperimentConfig:
         gen = dataclasses.replace(gen, generation="none", optimizer=gen.optimizer or "none",
                                   learning_rate=gen.learning_rate or 0.0,
                                   beta_1=max(gen.beta_1, 0.0))
-    return dataclasses.replace(config, acquisition=dataclasses.replace(acq, acquisition=acquisition),
-                               generator=gen)
+    return dataclasses.replace(config, acquisition=acq, generator=gen)
+
+
+def _resolve_batch_settings(acq: AcquisitionConfig, method: str) -> AcquisitionConfig:
+    """--batchbald_samples and --acquisition_temperature: defaults for the acquisition that uses
+    each; refused (when set) for the others. The resolved values of the others (0 samples,
+    temperature 0: a deterministic selection is the zero-temperature limit) are accepted again,
+    so that a resolved config validates."""
+    acquisition = acq.acquisition
+    which = (f"--method={method}, which acquires at random" if acquisition == "none"
+             else f"--acquisition={acquisition}")
+    if acquisition not in ("none", *STOCHASTIC_ACQUISITIONS):
+        which_temperature = f"{which}, which selects deterministically"
+    else:
+        which_temperature = which
+    samples, temperature = acq.batchbald_samples, acq.temperature
+    if acquisition == "batchbald":
+        if samples == ACQUISITION_DEFAULT:
+            samples = DEFAULT_BATCHBALD_SAMPLES
+        elif samples < 1:
+            raise ConfigError(f"--batchbald_samples={samples} must be >= 1 (the number of joint "
+                              f"class configurations; -1: {DEFAULT_BATCHBALD_SAMPLES})")
+    elif samples == ACQUISITION_DEFAULT:
+        samples = 0
+    elif samples != 0:
+        raise ConfigError(f"--batchbald_samples={samples} applies to --acquisition=batchbald "
+                          f"only; leave it unset for {which}")
+    if acquisition in STOCHASTIC_ACQUISITIONS:
+        if temperature == ACQUISITION_DEFAULT:
+            temperature = DEFAULT_ACQUISITION_TEMPERATURE
+        elif not 0 <= temperature < float("inf"):
+            raise ConfigError(f"--acquisition_temperature={temperature} must be a finite number "
+                              f">= 0 (0: exactly the top K; -1: {DEFAULT_ACQUISITION_TEMPERATURE})")
+    elif temperature == ACQUISITION_DEFAULT:
+        temperature = 0.0
+    elif temperature != 0:
+        raise ConfigError(
+            f"--acquisition_temperature={temperature} applies to the stochastic acquisitions "
+            f"({', '.join(STOCHASTIC_ACQUISITIONS)}) only; leave it unset for "
+            f"{which_temperature}")
+    return dataclasses.replace(acq, batchbald_samples=int(samples), temperature=float(temperature))
 
 
 def validate(config: ExperimentConfig) -> ExperimentConfig:

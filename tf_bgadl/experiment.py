@@ -117,7 +117,7 @@ def make_learner(config: config_lib.ExperimentConfig, image_shape: tuple[int, in
                         getattr(model, name).set_weights(getattr(previous, name).get_weights())
         return model
 
-    def fit(model, images, labels, is_generated, iteration, unlabeled=None):
+    def fit(model, images, labels, is_generated, iteration):
         # Float, not bool: Keras' distributed fit averages the first batch across replicas.
         targets = (labels if not method.generative
                    else (labels, np.asarray(is_generated, np.float32)))
@@ -125,27 +125,36 @@ def make_learner(config: config_lib.ExperimentConfig, image_shape: tuple[int, in
                    if method.augmentation == "pmda" else None)
         callbacks = ([events.epoch_callback(iteration, config.train.epochs)]
                      if events is not None else [])
-        metrics = training.fit_classifier(model, images, targets, config.train,
-                                          seed=seed_of(iteration, "shuffle"), augment=augment,
-                                          log_prefix=f"iteration {iteration}",
-                                          callbacks=callbacks)
-        # Encoder and decoder that start fresh (iteration 0, or every iteration without
-        # carry-over) get `pool_steps_fresh` steps; carried-over ones `pool_steps`.
+        return training.fit_classifier(model, images, targets, config.train,
+                                       seed=seed_of(iteration, "shuffle"), augment=augment,
+                                       log_prefix=f"iteration {iteration}",
+                                       callbacks=callbacks)
+
+    def pool_phase(model, iteration, unlabeled):
+        # The pool phase of the model of `iteration`, run by the loop before the next
+        # iteration scores the pool. Encoder and decoder that started fresh (iteration 0, or
+        # every iteration without carry-over) get `pool_steps_fresh` steps; carried-over ones
+        # `pool_steps`.
         fresh = iteration == 0 or not gen.carry_over
         steps = gen.pool_steps_fresh or gen.pool_steps if fresh else gen.pool_steps
-        if steps and unlabeled is not None and len(unlabeled):
-            metrics.update(augment_lib.fit_on_pool(
-                model, unlabeled, steps=steps, batch_size=config.train.batch_size,
-                seed=seed_of(iteration, "pool_phase"),
-                predict_batch_size=config.acquisition.score_batch_size,
-                log_prefix=f"iteration {iteration}"))
-        return metrics
+        if not steps or not len(unlabeled):
+            return {}
+        return augment_lib.fit_on_pool(
+            model, unlabeled, steps=steps, batch_size=config.train.batch_size,
+            seed=seed_of(iteration, "pool_phase"),
+            predict_batch_size=config.acquisition.score_batch_size,
+            log_prefix=f"iteration {iteration}")
 
     def evaluate(model, images, labels):
         return training.evaluate_accuracy(classifier_of(model), images, labels,
                                           config.acquisition.score_batch_size, strategy)
 
-    def score(model, ids, images, iteration):
+    def score(model, ids, images, iteration, mc_probs=False):
+        if mc_probs:  # batchbald: joint samples, T dropout masks shared by the whole pool
+            return inference.make_joint_probabilities(
+                classifier_of(model), mc_samples=config.acquisition.mc_samples,
+                seed=seed_of(iteration, "mc_scores"), strategy=strategy,
+                batch_size=config.acquisition.score_batch_size)(ids, images)
         scorer = inference.make_scorer(
             classifier_of(model), acquisition_name=(
                 config.acquisition.acquisition if method.acquisition == methods_lib.SCORED
@@ -163,16 +172,20 @@ def make_learner(config: config_lib.ExperimentConfig, image_shape: tuple[int, in
     return loop.Learner(build=build, fit=fit, evaluate=evaluate, score=score,
                         generate=generate if method.generative else None,
                         persist_generated=method.generative and gen.generation == "persisted",
-                        uses_unlabeled=bool(gen.pool_steps or gen.pool_steps_fresh))
+                        prepare=(pool_phase if method.generative
+                                 and (gen.pool_steps or gen.pool_steps_fresh) else None))
 
 
 def train_and_evaluate(config: config_lib.ExperimentConfig, workdir: str,
                        strategy: tf.distribute.Strategy | None = None, *,
-                       allow_replica_change: bool = False) -> list[dict]:
+                       allow_replica_change: bool = False,
+                       test_split: bool = True) -> list[dict]:
     """Validates `config`, loads the data and runs (or resumes) the active-learning loop.
 
     The replica count of `strategy` is recorded in the run's config.json; a resume on another
-    count is refused unless `allow_replica_change`.
+    count is refused unless `allow_replica_change`. With `test_split=False` (a tuning trial)
+    the test split is dropped before the loop starts: nothing in the run can read it, and its
+    results have `test_accuracy` None.
     """
     config = config_lib.validate(config)
     strategy = strategy or make_strategy(config.strategy)
@@ -184,6 +197,9 @@ def train_and_evaluate(config: config_lib.ExperimentConfig, workdir: str,
     config_lib.check_against_data(
         config, num_train=len(dataset.y_train), num_classes=dataset.num_classes,
         min_class_count=int(np.bincount(dataset.y_train, minlength=dataset.num_classes).min()))
+    if not test_split:
+        dataset = dataclasses.replace(dataset, x_test=dataset.x_test[:0],
+                                      y_test=dataset.y_test[:0])
     events = event_log.EventLog(workdir)
     learner = make_learner(config, dataset.image_shape, dataset.num_classes, strategy, events)
     return loop.run(config, workdir, dataset, learner, on_iteration=events.iteration,

@@ -45,15 +45,23 @@ class Learner:
         num_labeled counts oracle labels, num_rows labeled plus generated rows; `previous` is
         the model of the iteration before (None at the start), which the learner may copy
         weights from (warm start, generative networks carried over) or ignore.
-      fit: (model, images uint8 [L,H,W,C], labels [L], is_generated bool [L], iteration
-        [, unlabeled=uint8 [P,H,W,C] pool images when `uses_unlabeled`]) -> training metrics.
+      fit: (model, images uint8 [L,H,W,C], labels [L], is_generated bool [L], iteration)
+        -> training metrics.
       evaluate: (model, images, labels) -> accuracy (on the test or the validation split).
       score: (model, ids [P], images [P,H,W,C], iteration) -> acquisition scores [P] tied to
-        `ids`, a function of the model's weights, the images and the iteration only.
+        `ids`, a function of the model's weights, the images and the iteration only; with
+        `mc_probs=True` (--acquisition=batchbald) the joint MC-dropout probabilities
+        [P, T, C] instead, MC sample t under one dropout mask shared by the whole pool.
       generate: (model, images uint8 [K,H,W,C], labels [K], iteration) -> generated uint8
         images [K,H,W,C]; None for methods without a generative model.
       persist_generated: whether generated samples join the labeled set.
-      uses_unlabeled: whether `fit` also receives the pool's images (never their labels).
+      prepare: (model, iteration of that model, pool images uint8 [P,H,W,C]) -> None (a
+        return value is ignored; the learner logs what it measures), or None for no hook.
+        Called at the start of every iteration > 0 with the previous iteration's model
+        (the restored one after a resume) and the pool's images (never their labels), before
+        the pool is scored; it must leave what `score` reads unchanged. The VAE-ACGAN's pool
+        phase runs here rather than at the end of `fit`: no pool phase is trained after the
+        last iteration, where nothing would be generated from it.
     """
 
     build: Callable[[int, int, Any], Any]
@@ -62,7 +70,7 @@ class Learner:
     score: Callable[[Any, np.ndarray, np.ndarray, int], np.ndarray]
     generate: Callable[[Any, np.ndarray, np.ndarray, int], np.ndarray] | None = None
     persist_generated: bool = False
-    uses_unlabeled: bool = False
+    prepare: Callable[[Any, int, np.ndarray], Any] | None = None
 
 
 def check_workdir_config(config: ExperimentConfig, workdir: str, *,
@@ -139,7 +147,10 @@ def select(config: ExperimentConfig, state: ActiveLearningState, dataset: ArrayD
     """Scores a random subset of the pool and returns (acquired ids, their scores or None).
 
     The subset is drawn with a generator seeded by (seed, iteration), so a resumed run draws the
-    same subset.
+    same subset; the same generator then draws what a random or stochastic selection draws
+    (the random method's ids, power/softmax/softrank_bald's Gumbel noise, batchbald's sampled
+    configurations). The scores returned are the per-image score of the acquired ids (BALD for
+    the batch-aware acquisitions, docs/acquisition.md), in acquisition order.
     """
     acq = config.acquisition
     rng = np.random.default_rng([config.seed, state.iteration + 1])
@@ -147,9 +158,23 @@ def select(config: ExperimentConfig, state: ActiveLearningState, dataset: ArrayD
     subset = np.sort(rng.choice(state.pool_ids, size, replace=False))
     if not uses_mc_scores(config):
         return subset[rng.permutation(size)[:acq.acquire_per_iteration]], None
+    if acq.acquisition == "batchbald":  # joint MC samples: one dropout mask per t for the pool
+        probs = score_fn(model, subset, dataset.x_train[subset], state.iteration + 1,
+                         mc_probs=True)
+        batch = acquisition.batchbald(probs, acq.acquire_per_iteration, rng=rng,
+                                      num_samples=acq.batchbald_samples)
+        logging.info("BatchBALD: joint mutual information %.4f nats of the %d acquired (%d "
+                     "steps exact)", batch.joint_mi[-1], len(batch.indices), batch.exact.sum())
+        return (subset[batch.indices],
+                np.asarray(acquisition.bald(probs[batch.indices]), np.float64))
     scores = np.asarray(score_fn(model, subset, dataset.x_train[subset], state.iteration + 1),
                         np.float64)
-    chosen = acquisition.top_k(subset, scores, acq.acquire_per_iteration)
+    if acq.acquisition in acquisition.STOCHASTIC:
+        chosen = acquisition.stochastic_top_k(
+            subset, scores, acq.acquire_per_iteration, rng=rng, temperature=acq.temperature,
+            mode=acquisition.STOCHASTIC[acq.acquisition][0])
+    else:
+        chosen = acquisition.top_k(subset, scores, acq.acquire_per_iteration)
     by_id = dict(zip(subset.tolist(), scores.tolist()))
     return chosen, np.array([by_id[i] for i in chosen.tolist()])
 
@@ -193,6 +218,7 @@ def run(config: ExperimentConfig, workdir: str, dataset: ArrayDataset,
     with the previous iteration's classifier, acquires, retrains from fresh weights and
     evaluates the final weights on the whole test split (and on the validation split, when
     `config.data.validation_per_class` holds one out; it is never acquired or trained on).
+    A dataset with an empty test split is not tested: `test_accuracy` is None in its results.
 
     Args:
       config: the run's config.
@@ -231,6 +257,8 @@ def run(config: ExperimentConfig, workdir: str, dataset: ArrayDataset,
         start = time.time()
         acquired, scores, extra = np.zeros(0, np.int64), None, {}
         if iteration > 0:
+            if learner.prepare is not None:
+                learner.prepare(model, iteration - 1, dataset.x_train[state.pool_ids])
             acquired, scores = select(config, state, dataset, model, learner.score)
             state = state.acquire(acquired)
             if learner.generate is not None:
@@ -241,10 +269,10 @@ def run(config: ExperimentConfig, workdir: str, dataset: ArrayDataset,
         labels = np.concatenate([dataset.y_train[labeled], generated.labels])
         is_generated = np.arange(len(labels)) >= len(labeled)
         model = learner.build(iteration, len(labeled), len(labels), model)
-        unlabeled = ({"unlabeled": dataset.x_train[state.pool_ids]} if learner.uses_unlabeled
-                     else {})
-        train_metrics = learner.fit(model, images, labels, is_generated, iteration, **unlabeled)
-        accuracy = learner.evaluate(model, dataset.x_test, dataset.y_test)
+        train_metrics = learner.fit(model, images, labels, is_generated, iteration)
+        # A dataset without a test split (a tuning trial's: tf_bgadl.tuning) is never tested.
+        accuracy = (float(learner.evaluate(model, dataset.x_test, dataset.y_test))
+                    if len(dataset.y_test) else None)
         validation = {}
         if len(state.validation_ids):
             validation["validation_accuracy"] = float(learner.evaluate(
@@ -254,7 +282,7 @@ def run(config: ExperimentConfig, workdir: str, dataset: ArrayDataset,
             "iteration": iteration,
             "num_labeled": int(len(labeled)),
             "num_pool": int(len(state.pool_ids)),
-            "test_accuracy": float(accuracy),
+            "test_accuracy": accuracy,
             **validation,
             "acquired_ids": acquired.tolist(),
             "mean_score": None if scores is None else float(np.mean(scores)),
@@ -270,8 +298,9 @@ def run(config: ExperimentConfig, workdir: str, dataset: ArrayDataset,
                             f"{config.acquisition.method}")
         if on_iteration is not None:
             on_iteration(row, samples_path(workdir, iteration) if extra else None)
-        logging.info("iteration %d/%d: %d labeled, test accuracy %.4f%s, mean score %s (%.1fs)",
-                     iteration, config.iterations, row["num_labeled"], accuracy,
+        logging.info("iteration %d/%d: %d labeled, test accuracy %s%s, mean score %s (%.1fs)",
+                     iteration, config.iterations, row["num_labeled"],
+                     "not measured" if accuracy is None else f"{accuracy:.4f}",
                      "".join(f", validation accuracy {v:.4f}" for v in validation.values()),
                      "-" if scores is None else f"{row['mean_score']:.4f}", row["seconds"])
     return results

@@ -62,9 +62,9 @@ _BDA = dict(augmentation="acgan", generation="online", gan_optimizer="adam",
                    "for G and D")
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("vaeacgan", "AL w. VAEACGAN", SCORED, "vaeacgan", generation="persisted",
-           gan_optimizer="adadelta", gan_learning_rate=1.0, gan_beta_1=0.9, pool_steps=3000,
+           gan_optimizer="adadelta", gan_learning_rate=1.0, gan_beta_1=0.9, pool_steps=1000,
            source="the paper: x' stored once per acquired x*; the authors' code: Adadelta for "
-                  "E, G, D; ours: 3,000 encoder/decoder steps per iteration on the pool"),
+                  "E, G, D; ours: 1,000 encoder/decoder steps per iteration on the pool"),
     Method("acgan", "AL w. ACGAN", SCORED, **_BDA),
     Method("pmda", "AL w. PMDA", SCORED, "pmda", source="classic augmentation"),
     Method("bald", "AL without DA", SCORED, "none", source="Gal et al. 2017"),
@@ -87,7 +87,7 @@ def inapplicable_flags(method: Method) -> tuple[str, ...]:
     methods they apply to."""
     names = []
     if method.acquisition == RANDOM:
-        names.append("acquisition")
+        names += ["acquisition", "batchbald_samples", "acquisition_temperature"]
     if not method.generative:
         names.append("generation")
     if not method.uses_encoder:

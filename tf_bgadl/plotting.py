@@ -26,7 +26,8 @@ def save_figure(fig, path: str) -> None:
 
 
 def plot_accuracy(results: Sequence[dict], path: str, title: str = "") -> None:
-    """Test accuracy against the number of labeled examples, written atomically to `path`.
+    """Test accuracy (validation accuracy for a run that is never tested) against the number
+    of labeled examples, written atomically to `path`.
 
     For the generative methods a second panel shows the Proposition 2.1 check: the mean
     acquisition score of the acquired x* and of the generated x' per iteration.
@@ -40,11 +41,15 @@ def plot_accuracy(results: Sequence[dict], path: str, title: str = "") -> None:
     fig, axes = plt.subplots(1, 2 if generative else 1, figsize=(11 if generative else 6, 4),
                              dpi=100, squeeze=False)
     ax = axes[0, 0]
-    xs = [r["num_labeled"] for r in results]
-    ys = [100.0 * r["test_accuracy"] for r in results]
-    ax.plot(xs, ys, marker="o", markersize=3)
+    # A tuning trial's run is never tested (test_accuracy None): its validation curve instead.
+    key, split = (("test_accuracy", "test") if any(r.get("test_accuracy") is not None
+                                                   for r in results)
+                  else ("validation_accuracy", "validation"))
+    rows = [r for r in results if r.get(key) is not None]
+    ax.plot([r["num_labeled"] for r in rows], [100.0 * r[key] for r in rows], marker="o",
+            markersize=3)
     ax.set_xlabel("labeled examples (oracle labels)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(f"{split} accuracy (%)")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     if generative:

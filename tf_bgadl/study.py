@@ -75,6 +75,12 @@ def cell_config(base: config_lib.ExperimentConfig,
     if "acquisition" in skipped:
         acquisition = dataclasses.replace(acquisition,
                                           acquisition=defaults.acquisition.acquisition)
+    if "batchbald_samples" in skipped:
+        acquisition = dataclasses.replace(
+            acquisition, batchbald_samples=defaults.acquisition.batchbald_samples)
+    if "acquisition_temperature" in skipped:
+        acquisition = dataclasses.replace(acquisition,
+                                          temperature=defaults.acquisition.temperature)
     generator = base.generator
     if "generation" in skipped:
         generator = dataclasses.replace(generator, generation=defaults.generator.generation)

@@ -22,8 +22,21 @@ _WIDTH = flags.DEFINE_float("width_multiplier", 1.0, "Scales every layer's width
 _DROPOUT = flags.DEFINE_float("dropout_rate", 0.5, "MC-dropout rate before the classifier head.")
 _METHOD = flags.DEFINE_enum("method", "vaeacgan", config_lib.METHODS, methods_lib.flag_help())
 _ACQUISITION = flags.DEFINE_string(
-    "acquisition", "", f"MC-dropout score of every scored method ({', '.join(config_lib.ACQUISITIONS)}"
-    "); default bald. Refused for the methods that acquire at random (random, bda_partial).")
+    "acquisition", "", "MC-dropout acquisition of every scored method "
+    f"({', '.join(config_lib.ACQUISITIONS)}); default bald. bald, max_entropy, var_ratios, "
+    "mean_std take the top K of the score; batchbald selects greedily by joint mutual "
+    "information (BatchBALD); power_bald, softmax_bald, softrank_bald draw K without "
+    "replacement with probabilities from the BALD scores (stochastic batch acquisition). See "
+    "docs/acquisition.md. Refused for the methods that acquire at random (random, "
+    "bda_partial).")
+_BATCHBALD_SAMPLES = flags.DEFINE_integer(
+    "batchbald_samples", config_lib.ACQUISITION_DEFAULT, "--acquisition=batchbald only: joint "
+    "class configurations of the chosen points, enumerated exactly while C^n is at most this "
+    f"many, sampled beyond (-1: {config_lib.DEFAULT_BATCHBALD_SAMPLES}).")
+_ACQUISITION_TEMPERATURE = flags.DEFINE_float(
+    "acquisition_temperature", config_lib.ACQUISITION_DEFAULT, "power_bald, softmax_bald, "
+    "softrank_bald only: temperature = 1/beta of the sampling distribution (0: exactly the top "
+    f"K; larger: closer to uniform; -1: {config_lib.DEFAULT_ACQUISITION_TEMPERATURE}).")
 _INITIAL = flags.DEFINE_integer("initial_per_class", 10, "Initial labeled examples per class.")
 _VALIDATION = flags.DEFINE_integer(
     "validation_per_class", 0, "Class-balanced validation examples per class, drawn with the "
@@ -69,7 +82,7 @@ _GAN_CARRY_OVER = flags.DEFINE_bool(
 _GAN_POOL_STEPS = flags.DEFINE_integer(
     "gan_pool_steps", config_lib.GeneratorConfig.pool_steps, "vaeacgan: encoder/decoder steps "
     "per iteration on unlabeled pool images, conditioned on the classifier's predicted class "
-    "(no oracle label used); -1: the method's default (3000 for vaeacgan, 0 for the others). "
+    "(no oracle label used); -1: the method's default (1000 for vaeacgan, 0 for the others). "
     "Ours.")
 _GAN_POOL_STEPS_FRESH = flags.DEFINE_integer(
     "gan_pool_steps_fresh", config_lib.GeneratorConfig.pool_steps_fresh, "vaeacgan: the pool "
@@ -108,7 +121,9 @@ def config_from_flags() -> config_lib.ExperimentConfig:
         acquisition=config_lib.AcquisitionConfig(
             method=_METHOD.value, acquisition=_ACQUISITION.value,
             acquire_per_iteration=_ACQUIRE.value, pool_subset=_POOL_SUBSET.value,
-            mc_samples=_MC.value, score_batch_size=_SCORE_BATCH.value),
+            mc_samples=_MC.value, score_batch_size=_SCORE_BATCH.value,
+            batchbald_samples=_BATCHBALD_SAMPLES.value,
+            temperature=_ACQUISITION_TEMPERATURE.value),
         generator=config_lib.GeneratorConfig(
             latent_dim=_LATENT_DIM.value, width_multiplier=_GAN_WIDTH.value,
             generation=_GENERATION.value,

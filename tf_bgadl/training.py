@@ -52,6 +52,9 @@ class _CoupledL2:
                      for g, v in zip(grads, trainable_variables)]
         return super().apply(grads, trainable_variables)
 
+    def get_config(self):
+        return {**super().get_config(), "l2": self.l2}
+
 
 class L2Adadelta(_CoupledL2, keras.optimizers.Adadelta):
     """Adadelta with coupled L2 weight decay."""

@@ -43,12 +43,14 @@ class GalCNN(MCClassifier):
     def features(self, x, training=False):
         return self.pool(self.conv2(self.conv1(x)))
 
-    def head(self, h, training=False, mc_dropout=False, seed=None):
+    def head(self, h, training=False, mc_dropout=False, seed=None, mask_groups=None):
+        # The first dropout acts on the pooled conv features [B, H, W, C]: a shared mask is
+        # [1, H, W, C] per group.
         h = self.dropout1(h, training=training, mc_dropout=mc_dropout,
-                          seed=self.layer_seed(seed, 0))
+                          seed=self.layer_seed(seed, 0), mask_groups=mask_groups)
         h = self.dense(self.flatten(h))
         h = self.dropout2(h, training=training, mc_dropout=mc_dropout,
-                          seed=self.layer_seed(seed, 1))
+                          seed=self.layer_seed(seed, 1), mask_groups=mask_groups)
         return self.classifier(h)
 
     def get_config(self):

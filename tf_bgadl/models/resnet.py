@@ -114,9 +114,10 @@ class ResNet18(MCClassifier):
             h = keras.ops.relu(self.final_bn(h, training=training))
         return self.pool(h)
 
-    def head(self, h, training=False, mc_dropout=False, seed=None):
+    def head(self, h, training=False, mc_dropout=False, seed=None, mask_groups=None):
         return self.classifier(self.dropout(h, training=training, mc_dropout=mc_dropout,
-                                            seed=self.layer_seed(seed, 0)))
+                                            seed=self.layer_seed(seed, 0),
+                                            mask_groups=mask_groups))
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes,

@@ -23,9 +23,13 @@ What sees which rows:
   - e, g and d see only the real (oracle-labeled, is_generated = 0) rows of a batch, never stored
     x': these would shift the BatchNorm statistics of d's "real" batch and hand d an easy tell.
   - C trains on every row of the batch (training=True: its BatchNorm statistics come from these
-    rows alone). On fake and rec (g's auxiliary loss; C's loss in "online" mode) C runs with
-    BatchNorm in inference mode and dropout sampled (`mc_dropout=True`): generated images never
-    enter the moving statistics that C is evaluated with. Gradients still flow through C to g.
+    rows alone). On fake and rec (g's auxiliary loss; C's loss in "online" mode) C runs as on a
+    training batch (BatchNorm normalises with the generated batch's own statistics, dropout
+    sampled), as the authors' code does, but C's BatchNorm moving statistics are restored after
+    that pass: generated images never enter the statistics that C is evaluated with. Gradients
+    still flow through C to g. (BatchNorm in inference mode instead, i.e. with the moving
+    statistics of a classifier trained for a few dozen steps, let a ResNet classifier's
+    outputs drive g to checkerboard patterns; see README, "A generator that works at CPU scale".)
   - A batch without real rows (global count 0: only stored x') runs e, g and d not at all (no
     BatchNorm update, no optimizer step, iteration counts unchanged); only C trains on it, and
     the generative metrics skip it.
@@ -63,6 +67,7 @@ import math
 from typing import NamedTuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -231,6 +236,12 @@ class _Rows(NamedTuple):
     total: tf.Tensor  # int32: real rows of the global batch
 
 
+def _moving_statistics(network) -> list:
+    """The BatchNorm moving means and variances of `network` (empty without BatchNorm)."""
+    return [v for v in network.non_trainable_variables
+            if v.path.endswith(("moving_mean", "moving_variance"))]
+
+
 class VAEACGAN(keras.Model):
     """The classifier and the (VAE-)ACGAN, trained jointly by `fit` on (x, (y, is_generated)).
 
@@ -337,6 +348,22 @@ class VAEACGAN(keras.Model):
     def reseed(self, seed: int) -> None:
         """Restarts the latent-noise sequence from `seed`."""
         reseed_generator(self.seed_generator, seed)
+
+    # The latent-noise state is saved with the weights (Keras saves no SeedGenerator state), so
+    # a resumed run's pool phase, run on the restored model, draws the noise the uninterrupted
+    # run drew. A checkpoint without it (written before) leaves the state as built.
+    _LATENT_STATE = "latent_seed_state"
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        store[self._LATENT_STATE] = keras.ops.convert_to_numpy(self.seed_generator.state)
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        if self._LATENT_STATE in keys:
+            self.seed_generator.state.assign(np.asarray(store[self._LATENT_STATE]))
+            store = {k: store[k] for k in keys if k != self._LATENT_STATE}
+        super().load_own_variables(store)
 
     # Noise, encoding and generation.
 
@@ -504,9 +531,19 @@ class VAEACGAN(keras.Model):
         return rec, _pixel_mse(rec, rows.images), kl / float(math.prod(self.image_shape))
 
     def _classify_generated(self, images):
-        """C's logits on generated images: BatchNorm in inference mode (its moving statistics
-        stay those of the rows C trains on), dropout sampled as in training."""
-        return self.classifier(images, training=False, mc_dropout=True)
+        """C's logits on generated images, computed as on a training batch (BatchNorm with the
+        batch's own statistics, dropout sampled), with C's BatchNorm moving statistics
+        restored afterwards: they stay those of the rows C trains on.
+
+        (Inside a tf.function, automatic control dependencies order the snapshot, the pass's
+        moving-average updates and the restore as written: they touch the same variables.)
+        """
+        moving = _moving_statistics(self.classifier)
+        saved = [tf.identity(v.value) for v in moving]
+        logits = self.classifier(images, training=True, mc_dropout=True)
+        for variable, value in zip(moving, saved):
+            variable.assign(value)
+        return logits
 
     def _classifier_update(self, images, labels, real, weight_total, rows, generated):
         """One step of C on every row of the batch; returns its loss and accuracy shares."""

@@ -27,6 +27,7 @@ import re
 
 import numpy as np
 
+from tf_bgadl import config as config_lib
 from tf_bgadl import methods as methods_lib
 from tf_bgadl.plotting import save_figure
 from tf_bgadl.state import atomic_write_text, read_jsonl
@@ -41,7 +42,8 @@ CSV_COLUMNS = ("method", "name", "n", "budget", "final_mean", "final_std", "aulc
                "aulc_std", "wall_minutes", "reconstruction_error", "score_ratio")
 # Config keys that differ between cells by design (or do not change what is computed).
 # Keys each method resolves to its own default (methods.py, config.resolve).
-_METHOD_RESOLVED_KEYS = {"acquisition.acquisition", "generator.generation",
+_METHOD_RESOLVED_KEYS = {"acquisition.acquisition", "acquisition.batchbald_samples",
+                         "acquisition.temperature", "generator.generation",
                          "generator.optimizer", "generator.learning_rate", "generator.beta_1",
                          "generator.pool_steps"}
 _PER_CELL_KEYS = {"seed", "acquisition.method", "strategy", "data.data_dir", "data.manual_dir"}
@@ -160,9 +162,13 @@ def _flatten(config: dict, prefix: str = "") -> dict:
 
 
 def _compared(cells: list[Cell]) -> dict:
-    """What the study compared, from the cells' configs (complete cells first)."""
-    configs = [_flatten(c.config) for c in cells if c.status == COMPLETE] or \
-        [_flatten(c.config) for c in cells if c.config]
+    """What the study compared, from the cells' configs (complete cells first). A key that a
+    cell's config.json lacks (written before the field existed) counts as its default, as on
+    resume (`config.config_differences`)."""
+    configs = ([_flatten(config_lib.with_current_defaults(c.config)) for c in cells
+                if c.status == COMPLETE]
+               or [_flatten(config_lib.with_current_defaults(c.config)) for c in cells
+                   if c.config])
 
     def values(key):
         return sorted({json.dumps(c.get(key)) for c in configs})
