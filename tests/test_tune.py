@@ -287,12 +287,57 @@ def test_failed_trials_are_counted_and_reported_and_the_others_go_on(tmp_path, m
 
 
 def test_a_search_whose_trials_all_fail_stops_and_says_why(tmp_path, monkeypatch):
+    """It stops after 3 failures in a row with every one of them saved as FAILED (none left
+    RUNNING, which a rerun would retry); a rerun goes on with new trials."""
     _fake_runs(monkeypatch, fail=lambda config: True)
     outcome, out = _fake_search(tmp_path, max_trials=5)
     assert outcome.best is None and not any(t.completed for t in outcome.records)
-    assert len(outcome.records) == 3  # Keras Tuner stops after 3 failures in a row
-    assert "Number of consecutive failures exceeded the limit of 3" in outcome.stopped
+    assert [t.status for t in outcome.records] == ["FAILED"] * 3
+    assert "3 trials in a row failed" in outcome.stopped
     assert out.count("FAILED after") == 3
+    again, _ = _fake_search(tmp_path, max_trials=5)
+    assert again.ran == ["3", "4"]  # nothing retried
+    assert [t.status for t in again.records] == ["FAILED"] * 5
+
+
+def test_failures_in_a_row_do_not_stop_a_distributed_worker(tmp_path, monkeypatch):
+    """A worker that stopped would leave the chief waiting: as a worker, failed trials are
+    recorded and the search runs out its trials. (The role comes from `environ`; Keras Tuner
+    itself reads os.environ, which has no KERASTUNER_* here, so it runs the oracle locally.)"""
+    import io
+    from tf_bgadl.tuning import search
+    _fake_runs(monkeypatch, fail=lambda config: True)
+    settings = settings_lib.SearchSettings(
+        space=search_space.parse(["gen_loss_weight"], {}, "vaeacgan"), tuner="random",
+        max_trials=5, seed=1)
+    worker = {"KERASTUNER_TUNER_ID": "tuner0", "KERASTUNER_ORACLE_IP": "127.0.0.1",
+              "KERASTUNER_ORACLE_PORT": "8000"}
+    outcome = search.run_search(settings, _base(iterations=1), str(tmp_path / "search"),
+                                out=io.StringIO(), environ=worker)
+    assert outcome.role == search.WORKER and outcome.stopped is None
+    assert [t.status for t in outcome.records] == ["FAILED"] * 5
+
+
+def test_hyperband_stopped_before_a_full_budget_trial_exits_with_an_error(tmp_path,
+                                                                           monkeypatch):
+    """--max_trials can stop Hyperband before any trial has all --iterations: completed
+    trials, no best one; the command says so and exits non-zero, without best.flags."""
+    import io
+    from tf_bgadl import tune
+    from tf_bgadl.tuning import search
+    _fake_runs(monkeypatch, fail=lambda config: False)
+    settings = settings_lib.SearchSettings(
+        space=search_space.parse(["gen_loss_weight"], {}, "vaeacgan"), tuner="hyperband",
+        max_trials=1, seed=1, hyperband_factor=2)
+    base = _base(iterations=4)
+    workdir = str(tmp_path / "search")
+    outcome = search.run_search(settings, base, workdir, out=io.StringIO(), environ={})
+    assert [t.completed for t in outcome.records] == [True] and outcome.best is None
+    with pytest.raises(SystemExit, match="none with the full budget of --iterations=4"):
+        tune._finish(settings, base, workdir, outcome)
+    assert not os.path.exists(os.path.join(workdir, "best.flags"))
+    assert "No completed trial reached the full budget" in open(
+        os.path.join(workdir, "tune_report.md")).read()
 
 
 def test_a_finished_search_is_extended_without_running_its_trials_again(tmp_path, monkeypatch):

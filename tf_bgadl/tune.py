@@ -128,6 +128,10 @@ def _finish(settings, base, workdir: str, outcome) -> None:
         sys.exit(f"error: {outcome.stopped}; see {files['report']}")
     if not done:
         sys.exit(f"error: no trial completed ({len(failed)} failed); see {files['report']}")
+    if best is None:  # Hyperband stopped by --max_trials before any trial had the full budget
+        sys.exit(f"error: {len(done)} trial(s) completed, none with the full budget of "
+                 f"--iterations={base.iterations} acquisition iterations, so there is no best "
+                 f"trial; rerun with a larger --max_trials to go on; see {files['report']}")
 
 
 def main(argv):

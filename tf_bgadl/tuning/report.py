@@ -213,7 +213,9 @@ def render_markdown(*, records: list[TrialRecord], best: TrialRecord | None, set
         lines.append(f"| `--{h['name']}` | {hyper.describe()} |")
     lines += ["", "## Best trial", ""]
     if best is None:
-        lines += ["No trial has completed, so there is no best trial and no best.flags.", ""]
+        lines += [("No trial has completed" if not any(t.completed for t in records) else
+                   "No completed trial reached the full budget of acquisition iterations")
+                  + ", so there is no best trial and no best.flags.", ""]
     else:
         lines += [f"**{best.name}**: `{name}` = {100 * best.metrics[name]:.2f} %, with "
                   + ", ".join(f"`--{n}={_value_text(best.values[n])}`" for n in names) + ".", ""]

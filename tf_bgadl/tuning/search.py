@@ -146,7 +146,11 @@ def make_oracle(settings: settings_lib.SearchSettings, iterations: int) -> keras
     Hyperband's `max_epochs` is `iterations`: its budget is acquisition iterations.
     """
     common = dict(objective=keras_tuner.Objective(settings.objective_name, direction="max"),
-                  seed=settings.seed, max_consecutive_failed_trials=MAX_CONSECUTIVE_FAILURES)
+                  # Keras Tuner's own limit raises inside `end_trial` before it saves the
+                  # trial (left RUNNING, retried on every rerun) and, distributed, before it
+                  # releases the worker (the chief then waits for good): the tuner counts
+                  # failures itself instead (`ActiveLearningTuner.stop_after_failures`).
+                  seed=settings.seed, max_consecutive_failed_trials=None)
     if settings.tuner == "random":
         oracle = keras_tuner.oracles.RandomSearchOracle(max_trials=settings.max_trials,
                                                         **common)
@@ -198,7 +202,7 @@ def run_search(settings: settings_lib.SearchSettings, base: config_lib.Experimen
     names = ", ".join(settings.space.names)
     _say(out, f"search {workdir}: {settings.tuner} search over {names}, objective "
               f"{settings.objective_name} (max), {settings.max_trials} trials")
-    if before:
+    if before and who != WORKER:  # a worker joining a running search resumes nothing
         done = sum(t.completed for t in before)
         unfinished = [t.name for t in before if t.status == "RUNNING"]
         _say(out, f"resuming: {len(before)} trial(s) started before, {done} completed"
@@ -214,13 +218,16 @@ def run_search(settings: settings_lib.SearchSettings, base: config_lib.Experimen
     tuner = tuner_lib.ActiveLearningTuner(
         make_oracle(settings, resolved.iterations), tuner_lib.ConfigHyperModel(
             settings.space, base), directory=workdir, project_name=PROJECT,
-        allow_replica_change=allow_replica_change, max_trials=settings.max_trials, out=out)
+        allow_replica_change=allow_replica_change, max_trials=settings.max_trials, out=out,
+        # Distributed, failed trials are recorded and the search runs out its trials: stopping
+        # one worker would leave the chief waiting for it.
+        stop_after_failures=MAX_CONSECUTIVE_FAILURES if who == SINGLE else None)
     start = time.monotonic()
     stopped = None
     try:
         tuner.search()
-    except (RuntimeError, grpc.RpcError) as e:  # Keras Tuner stops after consecutive failures
-        stopped = (f"Keras Tuner stopped the search: {(str(e).strip().splitlines() or ['?'])[0]}"
+    except (RuntimeError, grpc.RpcError) as e:  # consecutive failures, or Keras Tuner's errors
+        stopped = (f"the search stopped: {(str(e).strip().splitlines() or ['?'])[0]}"
                    f" (each failed trial's traceback is in {project_dir(workdir)}/trial_<id>/"
                    "error.txt)")
         if who == WORKER:

@@ -98,11 +98,13 @@ class ActiveLearningTuner(base_tuner.BaseTuner):
       allow_replica_change: passed to every run (a resumed trial on another replica count).
       max_trials: the N of "trial k of N" in progress lines.
       out: where progress lines go.
+      stop_after_failures: raise `RuntimeError` once this many trials in a row (of this
+        process) have failed, after the last one is saved as failed; None: never.
     """
 
     def __init__(self, oracle, hypermodel: ConfigHyperModel, *, directory: str,
                  project_name: str, allow_replica_change: bool = False, max_trials: int = 0,
-                 out: IO | None = None):
+                 out: IO | None = None, stop_after_failures: int | None = None):
         super().__init__(oracle, hypermodel, directory=directory, project_name=project_name,
                          overwrite=False)
         self.allow_replica_change = allow_replica_change
@@ -111,6 +113,8 @@ class ActiveLearningTuner(base_tuner.BaseTuner):
         self._metrics: dict[str, dict] = {}
         self._started: dict[str, float] = {}
         self.ran: list[str] = []  # trials this process ran, in order
+        self.stop_after_failures = stop_after_failures
+        self._failures_in_a_row = 0
 
     def say(self, line: str) -> None:
         print(line, file=self.out, flush=True)
@@ -173,13 +177,17 @@ class ActiveLearningTuner(base_tuner.BaseTuner):
         took = time.monotonic() - self._started.pop(trial.trial_id, time.monotonic())
         metrics = self._metrics.get(trial.trial_id)
         if trial.status != TrialStatus.COMPLETED or metrics is None:
-            # Said before the oracle hears of it: after too many failures in a row it raises.
             error = os.path.join(self.get_trial_dir(trial.trial_id), ERROR_FILE)
             last = (trial.message or "").strip().splitlines()[-1:] or ["?"]
             self.say(f"{self._label(trial)} FAILED after {took:.0f} s: {last[0]} (traceback: "
                      f"{error})")
-            super().on_trial_end(trial)
+            super().on_trial_end(trial)  # the oracle saves it as failed
+            self._failures_in_a_row += 1
+            if (self.stop_after_failures is not None
+                    and self._failures_in_a_row >= self.stop_after_failures):
+                raise RuntimeError(f"{self._failures_in_a_row} trials in a row failed")
             return
+        self._failures_in_a_row = 0
         super().on_trial_end(trial)  # reports to the oracle (the chief's, when distributed)
         name = self.oracle.objective.name
         other = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != name)
