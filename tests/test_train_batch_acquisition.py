@@ -17,6 +17,7 @@ def _results(workdir):
         return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow  # four train processes; `.ci/run` runs the slow tests too
 @pytest.mark.parametrize("acquisition, extra", [
     ("batchbald", ["--batchbald_samples=100"]),  # 10^2 <= 100 < 10^3: exact, then sampled
     ("power_bald", ["--acquisition_temperature=0.5"])])
