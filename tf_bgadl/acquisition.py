@@ -96,6 +96,19 @@ def get_scorer(name: str) -> Callable:
     return SCORERS[name]
 
 
+def _check_ids_scores(ids, scores, k: int) -> tuple[np.ndarray, np.ndarray]:
+    ids, scores = np.asarray(ids), np.asarray(scores, np.float64)
+    if ids.shape != scores.shape or ids.ndim != 1:
+        raise ValueError(f"ids {ids.shape} and scores {scores.shape} must be equal 1-D shapes")
+    if not 1 <= k <= len(ids):
+        raise ValueError(f"k={k} must be in [1, {len(ids)}]")
+    nan = np.isnan(scores)
+    if nan.any():
+        raise ValueError(f"{int(nan.sum())} of {len(scores)} acquisition scores are NaN "
+                         f"(ids {ids[nan][:5].tolist()}...)")
+    return ids, scores
+
+
 def top_k(ids: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
     """The `k` ids with the highest scores, best first; ties keep the order of `ids`.
 
@@ -108,34 +121,13 @@ def top_k(ids: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
       ValueError: on a NaN score (a NaN would otherwise sort to the top), on mismatched lengths,
         or on k outside [1, N].
     """
-    ids, scores = np.asarray(ids), np.asarray(scores)
-    if ids.shape != scores.shape or ids.ndim != 1:
-        raise ValueError(f"ids {ids.shape} and scores {scores.shape} must be equal 1-D shapes")
-    if not 1 <= k <= len(ids):
-        raise ValueError(f"k={k} must be in [1, {len(ids)}]")
-    nan = np.isnan(scores)
-    if nan.any():
-        raise ValueError(f"{int(nan.sum())} of {len(scores)} acquisition scores are NaN "
-                         f"(ids {ids[nan][:5].tolist()}...)")
+    ids, scores = _check_ids_scores(ids, scores, k)
     order = np.argsort(-scores, kind="stable")
     return ids[order[:k]]
 
 
 # -------------------------------------------------------------------------------------------------
 # Batch-aware selection.
-
-
-def _check_ids_scores(ids, scores, k: int) -> tuple[np.ndarray, np.ndarray]:
-    ids, scores = np.asarray(ids), np.asarray(scores, np.float64)
-    if ids.shape != scores.shape or ids.ndim != 1:
-        raise ValueError(f"ids {ids.shape} and scores {scores.shape} must be equal 1-D shapes")
-    if not 1 <= k <= len(ids):
-        raise ValueError(f"k={k} must be in [1, {len(ids)}]")
-    nan = np.isnan(scores)
-    if nan.any():
-        raise ValueError(f"{int(nan.sum())} of {len(scores)} acquisition scores are NaN "
-                         f"(ids {ids[nan][:5].tolist()}...)")
-    return ids, scores
 
 
 def _check_rng(rng) -> None:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 import tempfile
 from typing import Any, Iterable
 
 import numpy as np
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second (the time stamps of records and logs)."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def atomic_write_text(path: str, text: str) -> None:

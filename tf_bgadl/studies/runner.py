@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
-import datetime
 import fcntl
 import functools
 import json
@@ -37,6 +36,7 @@ import threading
 import time
 from typing import IO, Iterator, Mapping, Sequence
 
+from tf_bgadl.state import utc_now
 from tf_bgadl.studies import grid
 
 LOCK_NAME = ".lock"
@@ -253,10 +253,6 @@ def _die_with(parent_pid: int):
     return preexec
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
 def _write_json(path: str, value: dict) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
@@ -352,7 +348,7 @@ def _launch(task: CellTask, lock: IO, env: Mapping[str, str]) -> _Running:
     if os.path.exists(failed):
         os.remove(failed)
     log = open(os.path.join(task.path, LOG_NAME), "ab")  # pylint: disable=consider-using-with
-    log.write(f"\n===== {_now()} launched by the study (host {socket.gethostname()}, pid "
+    log.write(f"\n===== {utc_now()} launched by the study (host {socket.gethostname()}, pid "
               f"{os.getpid()}): {shlex.join(task.command)}\n".encode())
     log.flush()
     try:
@@ -407,7 +403,7 @@ _OUTSIDE_STOP = (-signal.SIGTERM, -signal.SIGINT)  # Popen's returncode of a sig
 
 def _record_failure(task: CellTask, returncode: int, iterations: int) -> Failure:
     log = os.path.abspath(os.path.join(task.path, LOG_NAME))
-    record = {"returncode": returncode, "log": log, "time": _now()}
+    record = {"returncode": returncode, "log": log, "time": utc_now()}
     if returncode == 0:
         record["reason"] = f"exited 0 but its results do not reach iteration {iterations}"
     _write_json(os.path.join(task.path, FAILED_NAME), record)

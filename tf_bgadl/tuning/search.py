@@ -23,7 +23,6 @@ the workdir. The chief writes the report once every worker has been told to stop
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import os
 import sys
@@ -37,7 +36,7 @@ import numpy as np
 from tf_bgadl import config as config_lib
 from tf_bgadl import data as data_lib
 from tf_bgadl import serving_export, training
-from tf_bgadl.state import atomic_write_json
+from tf_bgadl.state import atomic_write_json, utc_now
 from tf_bgadl.tuning import report
 from tf_bgadl.tuning import settings as settings_lib
 from tf_bgadl.tuning import tuner as tuner_lib
@@ -123,8 +122,7 @@ def check_record(workdir: str, settings: settings_lib.SearchSettings,
                               "--strategy may change). Differences:\n  "
                               + "\n  ".join(differences))
         return
-    atomic_write_json(path, {**current, "created": datetime.datetime.now(
-        datetime.timezone.utc).isoformat(timespec="seconds")})
+    atomic_write_json(path, {**current, "created": utc_now()})
 
 
 def check_data(config: config_lib.ExperimentConfig) -> None:
@@ -262,6 +260,6 @@ def best_test_accuracy(workdir: str, best: report.TrialRecord) -> dict:
     record = {"trial_id": best.trial_id, "test_accuracy": float(accuracy),
               "num_test": int(len(dataset.y_test)),
               "num_labeled": int(best.results[-1]["num_labeled"]), "iteration": int(iteration),
-              "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+              "time": utc_now()}
     atomic_write_json(path, record)
     return record

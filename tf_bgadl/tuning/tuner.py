@@ -21,7 +21,6 @@ Files a trial adds next to Keras Tuner's `trial.json`:
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import os
 import shutil
@@ -38,6 +37,7 @@ from keras_tuner.engine.trial import TrialStatus
 
 from tf_bgadl import config as config_lib
 from tf_bgadl import experiment
+from tf_bgadl.state import utc_now
 from tf_bgadl.tuning import objectives, search_space
 
 RUN_DIR = "run"
@@ -70,10 +70,6 @@ def trial_number(trial_id: str) -> int:
 def describe_values(values: dict) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                      for k, v in values.items() if not k.startswith("tuner/"))
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def _copy_run(source: str, target: str) -> None:
@@ -152,7 +148,7 @@ class ActiveLearningTuner(base_tuner.BaseTuner):
             os.remove(os.path.join(trial_dir, ERROR_FILE))
         with open(os.path.join(trial_dir, LAUNCHES), "a") as f:
             f.write(json.dumps({"tuner_id": self.tuner_id, "host": socket.gethostname(),
-                                "pid": os.getpid(), "time": _now(),
+                                "pid": os.getpid(), "time": utc_now(),
                                 "continues": values.get(PARENT)}) + "\n")
         try:
             config = self.hypermodel.build(trial.hyperparameters)
