@@ -541,8 +541,9 @@ def plot_curves(summary: dict, path: str) -> None:
                 label=f"{s['name']} (n={s['n']})")
         if s["n"] > 1:
             std = 100 * np.array(s["curve"]["std"], np.float64)
-            ax.fill_between(x, mean - std, mean + std, color=colors(i % 10), alpha=0.15,
-                            linewidth=0)
+            # An accuracy lies in [0, 100] %: the band is clipped there.
+            ax.fill_between(x, np.clip(mean - std, 0, 100), np.clip(mean + std, 0, 100),
+                            color=colors(i % 10), alpha=0.15, linewidth=0)
     if not summary["methods"]:
         ax.text(0.5, 0.5, "no complete cell yet", ha="center", va="center",
                 transform=ax.transAxes)
