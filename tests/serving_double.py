@@ -1,8 +1,9 @@
 """Local test doubles of TF Serving's REST and gRPC Predict APIs, backed by a real SavedModel.
 
 REST follows TF Serving's documented API: POST /v1/models/<name>[/versions/<v>]:predict with
-`signature_name` and `instances` (row format -> `predictions`) or `inputs` (columnar ->
-`outputs`); GET /v1/models/<name>/metadata; errors as HTTP 400/404 with `{"error": "..."}`.
+`signature_name` and `instances` (row format -> `predictions`; an instance is a bare value for
+a one-input signature or `{input name: value}`, every input batch-major) or `inputs` (columnar
+-> `outputs`); GET /v1/models/<name>/metadata; errors as HTTP 400/404 with `{"error": "..."}`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,17 @@ class SavedModelBackend:
             raise KeyError(f"missing inputs {sorted(missing)}")
         tensors = {k: tf.constant(np.asarray(v), dtype=specs[k].dtype) for k, v in inputs.items()}
         return {k: v.numpy() for k, v in fn(**tensors).items()}
+
+
+def rows_to_columns(instances: list) -> dict[str, list]:
+    """REST row format -> named inputs: `[{name: value}, ...]` stacks each name's values
+    (every instance must name the same inputs); bare values are the one input `images`."""
+    if not instances or not isinstance(instances[0], dict):
+        return {"images": instances}
+    names = set(instances[0])
+    if any(set(row) != names for row in instances):
+        raise ValueError("instances must all name the same inputs")
+    return {name: [row[name] for row in instances] for name in sorted(names)}
 
 
 def start_rest(backend: SavedModelBackend):
@@ -71,7 +83,7 @@ def start_rest(backend: SavedModelBackend):
             signature = body.get("signature_name", "serving_default")
             try:
                 if "instances" in body:
-                    outputs = backend.run(signature, {"images": body["instances"]})
+                    outputs = backend.run(signature, rows_to_columns(body["instances"]))
                     rows = [{k: v[i].tolist() for k, v in outputs.items()}
                             for i in range(len(body["instances"]))]
                     self._reply(200, {"predictions": rows})

@@ -32,8 +32,18 @@ def exported(classifier, tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def bald_seeded(exported):
+    return tf.saved_model.load(exported).signatures["bald_seeded"]
+
+
 def _images(n, seed=0):
     return np.random.default_rng(seed).uniform(size=(n, *SHAPE)).astype(np.float32)
+
+
+def _seeds(n, seed=0):
+    """`bald_seeded`'s per-row seeds, int32 [n, 2], over the whole int32 range."""
+    return np.random.default_rng(seed).integers(-2**31, 2**31, (n, 2)).astype(np.int32)
 
 
 def test_layout_and_versions(classifier, tmp_path):
@@ -68,11 +78,12 @@ def test_signature_defs_as_tf_serving_reads_them(exported):
         assert set(sigs[name].outputs) == set(serving_export.BALD_OUTPUTS)
         for out in serving_export.BALD_OUTPUTS:
             assert sigs[name].outputs[out].tensor_shape.dim[0].size == -1  # batch-major
-    means = sigs["bald"].outputs["mean_probabilities"]
-    assert [d.size for d in means.tensor_shape.dim] == [-1, 10]
+    for name in ("bald", "bald_seeded"):
+        means = sigs[name].outputs["mean_probabilities"]
+        assert [d.size for d in means.tensor_shape.dim] == [-1, 10]
     seed = sigs["bald_seeded"].inputs["seed"]
     assert seed.dtype == tf.int32.as_datatype_enum
-    assert [d.size for d in seed.tensor_shape.dim] == [2]
+    assert [d.size for d in seed.tensor_shape.dim] == [-1, 2]  # batch-major: one seed a row
 
 
 @pytest.mark.parametrize("batch", [1, 7])
@@ -89,7 +100,7 @@ def test_reloaded_signatures(exported, classifier, batch):
     assert a["bald"].shape == (batch,) and a["mean_probabilities"].shape == (batch, 10)
     assert np.all(a["bald"].numpy() >= 0)
     assert not np.allclose(a["mean_probabilities"], b["mean_probabilities"])  # fresh masks
-    seed = tf.constant([3, 4], tf.int32)
+    seed = tf.constant([[3, 4 + i] for i in range(batch)], tf.int32)
     s1 = loaded.signatures["bald_seeded"](images=x, seed=seed)
     s2 = loaded.signatures["bald_seeded"](images=x, seed=seed)
     for key in serving_export.BALD_OUTPUTS:
@@ -98,15 +109,40 @@ def test_reloaded_signatures(exported, classifier, batch):
 
 def test_bald_signature_agrees_with_the_library(exported, classifier):
     loaded = tf.saved_model.load(exported)
-    x = tf.constant(_images(16, seed=1))
-    seed = tf.constant([5, 6], tf.int32)
-    served = loaded.signatures["bald_seeded"](images=x, seed=seed)
-    probs = classifier.mc_probabilities(x, T, seed=seed)
+    x = tf.constant(_images(6, seed=1))
+    seeds = _seeds(6)
+    served = loaded.signatures["bald_seeded"](images=x, seed=tf.constant(seeds))
+    # Row i is the library's MC scoring of image i alone with seed i.
+    probs = tf.concat([classifier.mc_probabilities(x[i:i + 1], T, seed=seeds[i])
+                       for i in range(6)], axis=0)
+    np.testing.assert_allclose(served["mean_probabilities"], tf.reduce_mean(probs, axis=1),
+                               atol=1e-6)
     np.testing.assert_allclose(served["bald"], acquisition.bald(probs), rtol=1e-4, atol=1e-6)
     assert np.array_equal(np.argsort(-served["bald"].numpy(), kind="stable"),
                           np.argsort(-acquisition.bald(probs).numpy(), kind="stable"))
     np.testing.assert_allclose(served["predictive_entropy"] - served["expected_entropy"],
                                served["bald"], atol=1e-5)
+
+
+def test_bald_seeded_row_depends_only_on_its_image_and_seed(bald_seeded):
+    """TF Serving may merge requests or split them: a row's scores must not change."""
+    image, seed = _images(1, seed=2), _seeds(1, seed=2)
+    alone = bald_seeded(images=tf.constant(image), seed=tf.constant(seed))
+    others, other_seeds = _images(7, seed=3), _seeds(7, seed=3)
+    for position in (0, 4):
+        batch, batch_seeds = others.copy(), other_seeds.copy()
+        batch[position], batch_seeds[position] = image[0], seed[0]
+        inside = bald_seeded(images=tf.constant(batch), seed=tf.constant(batch_seeds))
+        for key in serving_export.BALD_OUTPUTS:
+            np.testing.assert_allclose(inside[key][position], alone[key][0], rtol=0, atol=1e-6)
+    # The seed matters: the same image with another seed gets other masks.
+    other = bald_seeded(images=tf.constant(image), seed=tf.constant(_seeds(1, seed=4)))
+    assert not np.allclose(other["mean_probabilities"], alone["mean_probabilities"])
+
+
+def test_bald_seeded_needs_one_seed_per_image(bald_seeded):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one seed int32 \\[2\\] per image"):
+        bald_seeded(images=tf.constant(_images(3)), seed=tf.constant(_seeds(2)))
 
 
 def test_fresh_loads_do_not_replay_masks(exported):

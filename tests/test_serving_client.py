@@ -50,7 +50,52 @@ def test_rest_seeded_and_metadata(served):
     a = client.predict(_images(4), "bald_seeded", seed=[1, 2])
     b = client.predict(_images(4), "bald_seeded", seed=[1, 2])
     np.testing.assert_array_equal(a["bald"], b["bald"])
+    # One seed for the call is the per-row seeds of `per_row_seeds`.
+    rows = client.predict(_images(4), "bald_seeded", seed=client_lib.per_row_seeds([1, 2], 4))
+    np.testing.assert_array_equal(rows["bald"], a["bald"])
     assert "bald" in client.metadata()["metadata"]["signature_def"]
+
+
+def test_rest_seeded_row_format(served):
+    """REST `instances` with a per-row image and seed, as TF Serving's row format needs."""
+    images, seeds = _images(5), np.arange(10, dtype=np.int32).reshape(5, 2)
+    body = client_lib.build_rest_request(images / 255.0, "bald_seeded", seed=seeds,
+                                         row_format=True)
+    assert body["instances"][3] == {"images": (images[3] / 255.0).tolist(), "seed": [6, 7]}
+    client = client_lib.RestClient(served["url"], "tf_bgadl")
+    rows = client.predict(images, "bald_seeded", seed=seeds, row_format=True)
+    columns = client.predict(images, "bald_seeded", seed=seeds)
+    assert rows["bald"].shape == (5,) and rows["mean_probabilities"].shape == (5, 10)
+    for key in serving_export.BALD_OUTPUTS:
+        np.testing.assert_allclose(rows[key], columns[key], rtol=0, atol=1e-6)
+
+
+def test_per_row_seeds():
+    seeds = client_lib.per_row_seeds([3, -4], 10)
+    assert seeds.dtype == np.int32 and seeds.shape == (10, 2)
+    assert len({tuple(row) for row in seeds}) == 10
+    # The documented rule, and a row's seed does not depend on how a call is split.
+    expected = np.random.SeedSequence([3, 2**32 - 4, 7]).generate_state(2).view(np.int32)
+    np.testing.assert_array_equal(seeds[7], expected)
+    np.testing.assert_array_equal(client_lib.per_row_seeds([3, -4], 6, first_row=4), seeds[4:])
+    np.testing.assert_array_equal(client_lib.per_row_seeds(seeds, 10), seeds)  # per row: as is
+
+
+@pytest.mark.parametrize("seed, message", [
+    ([1, 2, 3], "got shape \\[3\\]"),
+    ([[1, 2]] * 3, "got shape \\[3, 2\\]"),
+    (7, "got shape \\[\\]"),
+    ([1.5, 2.0], "dtype float64"),
+    ([2**31, 0], "outside the int32 range"),
+])
+def test_bad_seeds_are_refused_before_sending(seed, message):
+    client = client_lib.RestClient("http://127.0.0.1:9", "tf_bgadl", timeout=5)  # unreachable
+    allowed = "int32 \\[2\\] \\(one seed for the request.*\\[N, 2\\] = \\[4, 2\\]"
+    with pytest.raises(ValueError, match=allowed) as error:
+        client.predict(_images(4), "bald_seeded", seed=seed)
+    assert error.match(message)
+    with pytest.raises(ValueError, match=message):
+        client_lib.build_grpc_request(_images(4) / 255.0, "tf_bgadl", "bald_seeded", seed=seed)
 
 
 def test_rest_server_errors_are_clear(served):
@@ -85,7 +130,8 @@ def test_grpc_request_building_and_parsing(served):
     assert request.model_spec.signature_name == "bald_seeded"
     assert request.model_spec.version.value == 1
     np.testing.assert_array_equal(tf.make_ndarray(request.inputs["images"]), images)
-    assert tf.make_ndarray(request.inputs["seed"]).tolist() == [7, 8]
+    assert (tf.make_ndarray(request.inputs["seed"]).tolist()
+            == client_lib.per_row_seeds([7, 8], 3).tolist())
     client = client_lib.GrpcClient(served["grpc"], "tf_bgadl")
     out = client.predict(_images(3), "bald_seeded", seed=[7, 8])
     rest = client_lib.RestClient(served["url"], "tf_bgadl").predict(_images(3), "bald_seeded",
@@ -101,11 +147,15 @@ def test_rank_orders_by_bald(served):
     images = _images(20)
     names = [f"img{i}" for i in range(20)]
     rows = rank(client, names, images, top=5, batch_size=8, seed=3)
-    # The seeded masks depend on the batch's shape: score with the same batching.
-    scores = np.concatenate([client.predict(images[i:i + 8], "bald_seeded", seed=[3, 0])["bald"]
-                             for i in range(0, 20, 8)])
+    # Image i's seed depends on (3, i) only: one request for all 20 gives the same scores.
+    scores = client.predict(images, "bald_seeded", seed=[3, 0])["bald"]
     assert [r["name"] for r in rows] == [names[i] for i in np.argsort(-scores, kind="stable")[:5]]
+    np.testing.assert_allclose([r["bald"] for r in rows],
+                               np.sort(scores)[::-1][:5], rtol=0, atol=1e-6)
     assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5]
+    other = rank(client, names, images, top=5, batch_size=3, seed=3)
+    assert [r["name"] for r in other] == [r["name"] for r in rows]
+    np.testing.assert_allclose([r["bald"] for r in other], [r["bald"] for r in rows], atol=1e-6)
 
 
 def test_rank_command(served, tmp_path):

@@ -352,6 +352,19 @@ def test_a_finished_search_is_extended_without_running_its_trials_again(tmp_path
     assert [t.values for t in more.records[:2]] == [t.values for t in first.records]
 
 
+def test_a_search_recorded_before_newer_config_fields_is_resumed(tmp_path, monkeypatch):
+    _fake_runs(monkeypatch, fail=lambda config: False)
+    _fake_search(tmp_path, max_trials=1)
+    path = tmp_path / "search" / "search.json"
+    record = json.loads(path.read_text())
+    for section, key in (("data", "oracle"), ("data", "image_size"),
+                         ("acquisition", "max_labels"), ("acquisition", "patience")):
+        del record["base_config"][section][key]  # as written before those fields existed
+    path.write_text(json.dumps(record))
+    again, out = _fake_search(tmp_path, max_trials=1)
+    assert again.ran == [] and "resuming" in out
+
+
 def test_a_workdir_of_another_search_is_refused(tmp_path, monkeypatch):
     from tf_bgadl.tuning import search
     _fake_runs(monkeypatch, fail=lambda config: False)

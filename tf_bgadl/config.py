@@ -12,7 +12,10 @@ from typing import Any, Mapping
 from tf_bgadl import methods as methods_lib
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped", "mnist5k",
-            "mnist5k_repeated", "digits")
+            "mnist5k_repeated", "digits", "folder")
+# Who labels what the loop acquires: the data set's own label (replaying a labeled data set, as
+# in the paper) or a person, through a CSV file per iteration (tf_bgadl/oracle.py).
+ORACLES = ("simulated", "file")
 MODELS = ("resnet18", "resnet18pa", "cnn")
 METHODS = tuple(methods_lib.METHODS)
 GENERATIONS = ("persisted", "online")
@@ -26,7 +29,7 @@ ACQUISITION_DEFAULT = -1  # --batchbald_samples / --acquisition_temperature: the
 DEFAULT_BATCHBALD_SAMPLES = 10_000
 DEFAULT_ACQUISITION_TEMPERATURE = 1.0  # beta = 1, Kirsch et al. 2023's default
 METHOD_DEFAULT = ""  # a config value meaning "the method's default" (see `resolve`)
-STRATEGIES = ("default", "mirrored", "one_device")
+STRATEGIES = ("default", "mirrored", "one_device", "multi_worker")
 OPTIMIZERS = ("adadelta", "adam", "sgd")
 # The usual initial learning rate of each optimizer (used for the generative networks when a
 # method's own optimizer is replaced by --gan_optimizer without --gan_learning_rate).
@@ -34,8 +37,11 @@ OPTIMIZER_LEARNING_RATES = {"adadelta": 1.0, "adam": 1e-3, "sgd": 0.01}
 
 
 # Config keys that may differ when a run is resumed (they do not change what was computed):
-# a run can be extended with more iterations or continued under another strategy object.
-RESUMABLE_KEYS = ("iterations", "strategy")
+# a run can be extended with more iterations or continued under another strategy object, and a
+# run stopped by a stopping rule continues when the rule is relaxed (tf_bgadl/stopping.py).
+STOPPING_KEYS = ("acquisition.max_labels", "acquisition.target_accuracy",
+                 "acquisition.patience", "acquisition.min_delta")
+RESUMABLE_KEYS = ("iterations", "strategy", *STOPPING_KEYS)
 
 
 def config_differences(stored: Mapping[str, Any], current: Mapping[str, Any], *,
@@ -64,7 +70,8 @@ def config_differences(stored: Mapping[str, Any], current: Mapping[str, Any], *,
 # Fields added after runs were recorded without them, whose default reproduces what those runs
 # did: a config.json that lacks one reads as that default (resolved for the run's method).
 # Add a key here only when that holds; any other missing key stays a difference.
-BACKFILLED_KEYS = ("acquisition.batchbald_samples", "acquisition.temperature")
+BACKFILLED_KEYS = ("acquisition.batchbald_samples", "acquisition.temperature",
+                   "data.image_size", "data.oracle", *STOPPING_KEYS)
 
 
 def with_current_defaults(stored: Mapping[str, Any]) -> dict[str, Any]:
@@ -97,11 +104,17 @@ class DataConfig:
     """Which data set, where it lives, and how the initial labeled set is drawn."""
 
     dataset: str = "mnist5k"
-    data_dir: str = ""  # empty: tfds' default (~/tensorflow_datasets or $TFDS_DATA_DIR)
+    # tfds data dir (empty: tfds' default, ~/tensorflow_datasets or $TFDS_DATA_DIR); for
+    # dataset="folder" the image folder's root (<root>/train/<class>/..., docs/own_images.md).
+    data_dir: str = ""
     manual_dir: str = ""  # folder of IDX files for the MNIST family, prepared offline
+    # Labeled examples per class to start. A data set with unlabeled images (a folder's
+    # unlabeled/) starts instead from every image whose label is known (minus validation).
     initial_per_class: int = 10
     # Class-balanced validation examples per class, held out of the pool and never acquired.
     validation_per_class: int = 0
+    image_size: int = 0  # dataset="folder": images resized to this square size (0: the first's)
+    oracle: str = "simulated"  # ORACLES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +180,12 @@ class AcquisitionConfig:
     # power/softmax/softrank_bald: temperature = 1 / beta of the sampling distribution; -1 =
     # 1.0; 0 for the deterministic acquisitions (their zero-temperature limit, resolved).
     temperature: float = float(ACQUISITION_DEFAULT)
+    # Stopping rules (0: off; tf_bgadl/stopping.py). A run stops after the iteration where one
+    # holds; rerun with a relaxed rule, it continues. --iterations stays the upper bound.
+    max_labels: int = 0  # stop at this many oracle labels (the last batch is cut to fit)
+    target_accuracy: float = 0.0  # stop when validation accuracy reaches this (needs validation)
+    patience: int = 0  # stop when validation accuracy has not improved by min_delta for this
+    min_delta: float = 0.0  # many iterations (needs validation)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,6 +337,12 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
     _check_choice("dataset", config.data.dataset, DATASETS)
     _check_choice("model", config.model.name, MODELS)
     _check_choice("strategy", config.strategy, STRATEGIES)
+    _check_choice("oracle", config.data.oracle, ORACLES)
+    _check_data_source(config.data)
+    _check_stopping(config)
+    if config.strategy == "multi_worker" and config.data.oracle == "file":
+        raise ConfigError("--oracle=file waits for a person between iterations: run it on one "
+                          "machine (--strategy=default or mirrored), not --strategy=multi_worker")
     _check_choice("optimizer", config.train.optimizer, OPTIMIZERS)
     if method.generative:
         _check_choice("gan_optimizer", config.generator.optimizer, OPTIMIZERS)
@@ -377,19 +402,77 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
     return config
 
 
+def _check_data_source(data: DataConfig) -> None:
+    if data.image_size < 0:
+        raise ConfigError(f"--image_size={data.image_size} must be >= 0 (0: the size of the "
+                          "first image)")
+    if data.dataset == "folder":
+        if not data.data_dir:
+            raise ConfigError("--dataset=folder needs --data_dir=<root>, the folder that holds "
+                              "train/<class>/, test/<class>/ and optionally unlabeled/")
+        if data.manual_dir:
+            raise ConfigError(f"--manual_dir={data.manual_dir!r} applies to the IDX data sets "
+                              "(mnist, fashion_mnist), not to --dataset=folder")
+    elif data.image_size:
+        raise ConfigError(f"--image_size={data.image_size} applies to --dataset=folder only "
+                          f"(got --dataset={data.dataset}, whose images have a fixed size)")
+
+
+def _check_stopping(config: ExperimentConfig) -> None:
+    acq = config.acquisition
+    if acq.max_labels < 0:
+        raise ConfigError(f"--max_labels={acq.max_labels} must be >= 0 (0: no limit)")
+    if not 0.0 <= acq.target_accuracy <= 1.0:
+        raise ConfigError(f"--target_accuracy={acq.target_accuracy} must be in [0, 1] "
+                          "(a fraction, e.g. 0.9; 0: no target)")
+    if acq.patience < 0:
+        raise ConfigError(f"--patience={acq.patience} must be >= 0 (0: off)")
+    if not 0.0 <= acq.min_delta < 1.0:
+        raise ConfigError(f"--min_delta={acq.min_delta} must be in [0, 1) (an accuracy "
+                          "difference, e.g. 0.005)")
+    if acq.min_delta and not acq.patience:
+        raise ConfigError(f"--min_delta={acq.min_delta} applies with --patience only (stop when "
+                          "validation accuracy has not improved by min_delta for patience "
+                          "iterations); set --patience")
+    if config.data.validation_per_class == 0:
+        for name, value in (("target_accuracy", acq.target_accuracy),
+                            ("patience", acq.patience)):
+            if value:
+                raise ConfigError(
+                    f"--{name}={value} reads the validation accuracy, and this run has no "
+                    "validation split: set --validation_per_class (labeled examples per class "
+                    "held out, never trained on), or use --max_labels")
+
+
 def check_against_data(config: ExperimentConfig, *, num_train: int, num_classes: int,
-                       min_class_count: int | None = None) -> None:
+                       min_class_count: int | None = None,
+                       num_unlabeled: int = 0) -> None:
     """Checks the sizes that depend on the data set (raises `ConfigError`).
 
     Args:
       config: the run's config.
-      num_train: training examples in the data set.
+      num_train: training examples in the data set (labeled or not).
       num_classes: classes.
-      min_class_count: training examples of the smallest class, when known.
+      min_class_count: labeled training examples of the smallest class, when known.
+      num_unlabeled: training examples without a label (a folder's unlabeled/ images). When
+        there are any, they are the pool and every labeled example starts labeled (minus
+        validation); only `--oracle=file` can label them.
     """
     data = config.data
-    initial = data.initial_per_class * num_classes
     validation = data.validation_per_class * num_classes
+    if num_unlabeled:
+        if data.oracle == "simulated":
+            raise ConfigError(
+                f"--dataset={data.dataset} has {num_unlabeled} training images without a label "
+                f"(unlabeled/ under --data_dir={data.data_dir}); the simulated oracle answers "
+                "with the data set's own labels, so it cannot label them: use --oracle=file to "
+                "label what the model asks for yourself (docs/own_images.md)")
+        if min_class_count is not None and data.validation_per_class >= min_class_count:
+            raise ConfigError(
+                f"--validation_per_class={data.validation_per_class} leaves no labeled training "
+                f"example in the smallest class of {data.dataset} ({min_class_count} labeled)")
+        return  # the pool is the unlabeled images; the file oracle stops when it is empty
+    initial = data.initial_per_class * num_classes
     held = initial + validation
     if min_class_count is not None and data.initial_per_class + data.validation_per_class \
             > min_class_count:
@@ -403,12 +486,16 @@ def check_against_data(config: ExperimentConfig, *, num_train: int, num_classes:
             f"--initial_per_class={data.initial_per_class} and --validation_per_class="
             f"{data.validation_per_class} x {num_classes} classes = {held} held examples leave "
             f"no pool ({data.dataset} has {num_train} training examples)")
+    if data.oracle == "file":
+        return  # a person labels: the run stops when the pool is empty or a rule says so
     if config.acquisition.pool_subset > pool:
         raise ConfigError(
             f"--pool_subset={config.acquisition.pool_subset} is larger than the pool "
             f"({pool} = {num_train} training examples of {data.dataset} - {initial} "
             f"initially labeled - {validation} for validation)")
     needed = config.iterations * config.acquisition.acquire_per_iteration
+    if config.acquisition.max_labels:
+        needed = min(needed, config.acquisition.max_labels - initial)
     if needed > pool:
         raise ConfigError(
             f"--iterations={config.iterations} x --acquire_per_iteration="

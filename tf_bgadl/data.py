@@ -3,7 +3,8 @@
 Every data set goes through one code path: a tfds builder in `data_dir`, prepared once, read with
 `as_dataset(shuffle_files=False)` (a fixed order). The id of a training example is its index in
 that order, which is stable for a prepared data set; the test split is kept apart and never
-enters the active-learning pool.
+enters the active-learning pool. The user's own images (`name="folder"`) are read through tfds'
+ImageFolder in `tf_bgadl.folder_data`, with ids kept in a registry.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ class DataError(RuntimeError):
     """A data set cannot be loaded; the message says which, where, and how to prepare it."""
 
 
+UNLABELED = -1  # y_train of an image whose label is not known (a folder's unlabeled/ images)
+
+
 @dataclasses.dataclass(frozen=True)
 class ArrayDataset:
     """A labeled image data set in memory.
@@ -41,10 +45,14 @@ class ArrayDataset:
     Attributes:
       name: data set name.
       x_train: uint8 [N, H, W, C]; the id of example i is i.
-      y_train: int64 [N].
+      y_train: int64 [N]; `UNLABELED` (-1) where the label is not known (only the human oracle
+        can acquire those: `--oracle=file`).
       x_test: uint8 [M, H, W, C].
       y_test: int64 [M].
       num_classes: number of classes C.
+      class_names: the C class names (a folder data set's class folders), or None.
+      train_sources: where training image i comes from (a folder data set's file path), or
+        None when the id is the only handle (the tfds data sets).
     """
 
     name: str
@@ -53,6 +61,8 @@ class ArrayDataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    class_names: tuple[str, ...] | None = None
+    train_sources: tuple[str, ...] | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -153,8 +163,36 @@ def _get_builder(name: str, data_dir: str, manual_dir: str = ""):
     return builder
 
 
-def load_dataset(name: str, data_dir: str = "", manual_dir: str = "") -> ArrayDataset:
-    """Loads both splits of a data set into memory (see `get_builder` for the arguments)."""
+def load_dataset(name: str, data_dir: str = "", manual_dir: str = "", *, image_size: int = 0,
+                 ids_path: str | None = None) -> ArrayDataset:
+    """Loads both splits of a data set into memory.
+
+    Args:
+      name: a tfds data set (see `get_builder`), or "folder": the user's images in `data_dir`
+        (`tf_bgadl.folder_data.load_folder_dataset`).
+      data_dir: tfds data dir ("" for tfds' default); for "folder", the image folder (required).
+      manual_dir: see `get_builder`; not for "folder".
+      image_size: "folder" only: > 0 resizes every image to a square of this side; the tfds
+        data sets keep their size (any other value than 0 is an error).
+      ids_path: "folder" only: the image id registry (ignored for the tfds data sets, whose ids
+        are their fixed order).
+
+    Raises:
+      DataError: the data set cannot be loaded; the message says why and what to do.
+    """
+    if name == "folder":
+        from tf_bgadl import folder_data  # pylint: disable=import-outside-toplevel
+
+        if not data_dir:
+            raise DataError("--dataset=folder needs --data_dir=<root>, the folder of your images "
+                            f"laid out as {folder_data.LAYOUT}")
+        if manual_dir:
+            raise DataError("--manual_dir is for IDX files (mnist, fashion_mnist), not for "
+                            "--dataset=folder")
+        return folder_data.load_folder_dataset(data_dir, image_size=image_size, ids_path=ids_path)
+    if image_size:
+        raise DataError(f"--image_size={image_size} works only with --dataset=folder; "
+                        f"--dataset={name} keeps its own image size (use --image_size=0)")
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
     start = time.time()
@@ -165,8 +203,9 @@ def load_dataset(name: str, data_dir: str = "", manual_dir: str = "") -> ArrayDa
         numpy = tfds.as_numpy(ds)
         arrays[split] = (np.asarray(numpy["image"], np.uint8),
                          np.asarray(numpy["label"], np.int64))
-    num_classes = builder.info.features["label"].num_classes
+    label = builder.info.features["label"]
     logging.info("Loaded %s: %d train, %d test, %d classes, images %s (%.1fs)", name,
-                 len(arrays["train"][1]), len(arrays["test"][1]), num_classes,
+                 len(arrays["train"][1]), len(arrays["test"][1]), label.num_classes,
                  arrays["train"][0].shape[1:], time.time() - start)
-    return ArrayDataset(name, *arrays["train"], *arrays["test"], num_classes=num_classes)
+    return ArrayDataset(name, *arrays["train"], *arrays["test"], num_classes=label.num_classes,
+                        class_names=tuple(label.names))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import keras
 import numpy as np
@@ -12,7 +13,7 @@ from absl import logging
 from tf_bgadl import config as config_lib
 from tf_bgadl import data as data_lib
 from tf_bgadl import augment as augment_lib
-from tf_bgadl import event_log, inference, loop, training
+from tf_bgadl import event_log, inference, loop, multi_worker, training
 from tf_bgadl import methods as methods_lib
 from tf_bgadl.models import MCClassifier, build_classifier
 from tf_bgadl.models.vae_acgan import VAEACGAN
@@ -28,7 +29,13 @@ def configure_cpu_devices(count: int) -> None:
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """`default` (no distribution), `mirrored` (all GPUs, else all logical CPUs), `one_device`."""
+    """`default` (no distribution), `mirrored` (all GPUs, else all logical CPUs), `one_device`,
+    `multi_worker` (MultiWorkerMirroredStrategy from TF_CONFIG: see multi_worker.py; create it
+    before anything else initialises TensorFlow's devices)."""
+    if name == "multi_worker":
+        multi_worker.parse_tf_config()  # a clear error before TensorFlow reads it
+        multi_worker.patch_keras_fit()
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
     if name == "default":
@@ -164,6 +171,10 @@ def make_learner(config: config_lib.ExperimentConfig, image_shape: tuple[int, in
             seed=seed_of(iteration, "mc_scores"))
         return scorer(ids, images)
 
+    def predict(model, images):
+        return training.predict_probabilities(classifier_of(model), images,
+                                              config.acquisition.score_batch_size, strategy)
+
     def generate(model, images, labels, iteration):
         return augment_lib.generate_samples(model, images, labels,
                                             seed=seed_of(iteration, "generation"),
@@ -173,34 +184,60 @@ def make_learner(config: config_lib.ExperimentConfig, image_shape: tuple[int, in
                         generate=generate if method.generative else None,
                         persist_generated=method.generative and gen.generation == "persisted",
                         prepare=(pool_phase if method.generative
-                                 and (gen.pool_steps or gen.pool_steps_fresh) else None))
+                                 and (gen.pool_steps or gen.pool_steps_fresh) else None),
+                        predict=predict)
 
 
 def train_and_evaluate(config: config_lib.ExperimentConfig, workdir: str,
                        strategy: tf.distribute.Strategy | None = None, *,
                        allow_replica_change: bool = False,
-                       test_split: bool = True) -> list[dict]:
+                       test_split: bool = True, labels_from: str | None = None) -> list[dict]:
     """Validates `config`, loads the data and runs (or resumes) the active-learning loop.
 
     The replica count of `strategy` is recorded in the run's config.json; a resume on another
     count is refused unless `allow_replica_change`. With `test_split=False` (a tuning trial)
     the test split is dropped before the loop starts: nothing in the run can read it, and its
-    results have `test_accuracy` None.
+    results have `test_accuracy` None. `labels_from`: see `loop.run` (`--oracle=file`).
+
+    Raises:
+      oracle.LabelsNeeded: the run waits for a person's labels (`--oracle=file`).
     """
     config = config_lib.validate(config)
     strategy = strategy or make_strategy(config.strategy)
+    if config.strategy == "multi_worker" and not multi_worker.parse_tf_config().is_chief:
+        # Only the chief writes the run's files; this worker runs in a private copy.
+        private = multi_worker.worker_workdir(workdir)
+        try:
+            return _train_and_evaluate(config, private, strategy, allow_replica_change,
+                                       test_split, labels_from)
+        finally:
+            multi_worker.remove_worker_workdir(private)
+    return _train_and_evaluate(config, workdir, strategy, allow_replica_change, test_split,
+                               labels_from)
+
+
+def _train_and_evaluate(config, workdir, strategy, allow_replica_change, test_split,
+                        labels_from):
     config = dataclasses.replace(config, num_replicas=strategy.num_replicas_in_sync)
     logging.info("Strategy %s with %d replica(s)", type(strategy).__name__,
                  strategy.num_replicas_in_sync)
-    dataset = data_lib.load_dataset(config.data.dataset, config.data.data_dir,
-                                    config.data.manual_dir)
+    dataset = data_lib.load_dataset(
+        config.data.dataset, config.data.data_dir, config.data.manual_dir,
+        image_size=config.data.image_size,
+        ids_path=(os.path.join(workdir, "image_ids.json") if config.data.dataset == "folder"
+                  else None))
+    known = dataset.y_train[dataset.y_train >= 0]
     config_lib.check_against_data(
         config, num_train=len(dataset.y_train), num_classes=dataset.num_classes,
-        min_class_count=int(np.bincount(dataset.y_train, minlength=dataset.num_classes).min()))
+        min_class_count=int(np.bincount(known, minlength=dataset.num_classes).min()),
+        num_unlabeled=int((dataset.y_train < 0).sum()))
     if not test_split:
         dataset = dataclasses.replace(dataset, x_test=dataset.x_test[:0],
                                       y_test=dataset.y_test[:0])
+    if config.strategy == "multi_worker":
+        state, _, _, _ = loop.load_progress(workdir, dataset.image_shape)
+        multi_worker.check_same_progress(strategy, -1 if state is None else state.iteration)
     events = event_log.EventLog(workdir)
     learner = make_learner(config, dataset.image_shape, dataset.num_classes, strategy, events)
     return loop.run(config, workdir, dataset, learner, on_iteration=events.iteration,
-                    allow_replica_change=allow_replica_change)
+                    allow_replica_change=allow_replica_change, labels_from=labels_from)

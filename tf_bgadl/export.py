@@ -11,7 +11,10 @@ Signatures (inputs named, outputs dicts, batch dimension None, no XLA):
   bald             images -> bald, predictive_entropy, expected_entropy, variation_ratio [None],
                    mean_probabilities [None, K]; T MC-dropout samples fixed at export, fresh
                    random masks at every call (also after every reload).
-  bald_seeded      images, seed int32 [2] -> the same outputs, reproducible for a given seed.
+  bald_seeded      images, seed int32 [None, 2] (one stateless seed per image, batch-major) ->
+                   the same outputs; row i depends only on image i and seed i (not on the
+                   batch, its position or the other rows), so it is reproducible and safe
+                   under TF Serving's server-side batching and REST row-format requests.
 """
 
 from __future__ import annotations

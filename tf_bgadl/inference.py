@@ -52,6 +52,14 @@ def _map_pool(replica_fn: Callable, strategy: tf.distribute.Strategy, batch_size
     return apply
 
 
+def make_predictor(model, *, strategy: tf.distribute.Strategy | None = None,
+                   batch_size: int = 500) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Returns `predict(ids, images uint8 [N,H,W,C]) -> probabilities float32 [N, C]` of the
+    deterministic classifier (dropout off, BatchNorm in inference mode), in the order of
+    `ids`."""
+    return _map_pool(model.probabilities, strategy or tf.distribute.get_strategy(), batch_size)
+
+
 def make_scorer(model, *, acquisition_name: str, mc_samples: int,
                 strategy: tf.distribute.Strategy | None = None,
                 batch_size: int = 500,

@@ -107,3 +107,38 @@ def plot_sample_grid(x_star, x_prime, labels, path: str, *, per_class: int = 4,
         axes[row, 0].set_ylabel(str(c), rotation=0, labelpad=10, fontsize=8)
     fig.suptitle(title, fontsize=9)
     save_figure(fig, path)
+
+
+def plot_contact_sheet(images, captions: Sequence[str], path: str, *, columns: int = 10,
+                       title: str = "") -> None:
+    """The images in a grid, each with its caption (e.g. its id), written atomically to `path`.
+
+    Args:
+      images: uint8 [K, H, W, C] (C = 1 or 3).
+      captions: K short strings, shown above each image.
+      path: PNG written atomically.
+      columns: images per row.
+    """
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+
+    count = len(images)
+    if count != len(captions):
+        raise ValueError(f"{count} images for {len(captions)} captions")
+    columns = max(1, min(columns, count))
+    rows = max(1, -(-count // columns))
+    fig, axes = plt.subplots(rows, columns, squeeze=False, figsize=(columns * 1.3, rows * 1.5),
+                             dpi=100)
+    for k, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k >= count:
+            ax.axis("off")
+            continue
+        image = images[k]
+        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image,
+                  cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=255)
+        ax.set_title(captions[k], fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    save_figure(fig, path)

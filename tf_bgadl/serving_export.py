@@ -34,7 +34,7 @@ def bald_outputs(probs) -> dict[str, tf.Tensor]:
 def build_archive(classifier, image_shape, mc_samples: int) -> keras.export.ExportArchive:
     """An ExportArchive with the `serving_default`, `bald` and `bald_seeded` endpoints."""
     images_spec = tf.TensorSpec([None, *image_shape], tf.float32, name="images")
-    seed_spec = tf.TensorSpec([2], tf.int32, name="seed")
+    seed_spec = tf.TensorSpec([None, 2], tf.int32, name="seed")
     archive = keras.export.ExportArchive()
     archive.track(classifier)
 
@@ -43,21 +43,58 @@ def build_archive(classifier, image_shape, mc_samples: int) -> keras.export.Expo
         return {"probabilities": probs, "classes": tf.argmax(probs, axis=-1)}
 
     def bald_seeded(images, seed):
-        probs = classifier.mc_probabilities(images, mc_samples, seed=seed)
-        # A static class dimension, so the SignatureDef says [-1, K].
-        return bald_outputs(tf.ensure_shape(probs, [None, mc_samples, classifier.num_classes]))
+        probs = per_row_mc_probabilities(classifier, images, seed, mc_samples)
+        return bald_outputs(probs)
 
     def bald(images):
         # seed=seed2=0: a fresh nondeterministic seed at every execution, so masks differ
         # between calls and between loads (a variable would be restored and replay its masks).
+        # One seed for the whole batch is enough here (every row still draws its own masks)
+        # and scores the batch in one pass of the head.
         seed = tf.raw_ops.RandomUniformInt(shape=[2], minval=0, maxval=2**31 - 1, seed=0,
                                            seed2=0)
-        return bald_seeded(images, seed)
+        probs = classifier.mc_probabilities(images, mc_samples, seed=seed)
+        # A static class dimension, so the SignatureDef says [-1, K].
+        return bald_outputs(tf.ensure_shape(probs, [None, mc_samples, classifier.num_classes]))
 
     archive.add_endpoint("serving_default", serving_default, input_signature=[images_spec])
     archive.add_endpoint("bald", bald, input_signature=[images_spec])
     archive.add_endpoint("bald_seeded", bald_seeded, input_signature=[images_spec, seed_spec])
     return archive
+
+
+def per_row_mc_probabilities(classifier, images, seeds, mc_samples: int) -> tf.Tensor:
+    """MC-dropout probabilities where row i's masks come from `seeds[i]` alone.
+
+    Row i equals `classifier.mc_probabilities(images[i:i+1], mc_samples, seed=seeds[i])`: it
+    depends only on its image and its seed, not on the batch size, its position or the other
+    rows, so TF Serving may merge requests (server-side batching) or split them freely. The
+    deterministic trunk runs once on the whole batch; only the small dropout head runs per row.
+
+    Args:
+      classifier: an `MCClassifier`.
+      images: float32 [B, H, W, C].
+      seeds: int32 [B, 2], one stateless seed per row.
+      mc_samples: T.
+
+    Returns:
+      float32 [B, T, num_classes].
+    """
+    num_classes = classifier.num_classes
+    tf.debugging.assert_equal(
+        tf.shape(seeds)[0], tf.shape(images)[0],
+        message="bald_seeded takes one seed int32 [2] per image: `seed` must have shape "
+                "[batch, 2] with the same batch as `images`")
+    features = classifier.features(images, training=False)
+
+    def one_row(row):
+        h, seed = row
+        tiled = tf.repeat(h[None], mc_samples, axis=0)  # [T, ...], as mc_probabilities tiles
+        logits = classifier.head(tiled, training=False, mc_dropout=True, seed=seed)
+        return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)  # [T, C]
+
+    return tf.map_fn(one_row, (features, seeds),
+                     fn_output_signature=tf.TensorSpec([mc_samples, num_classes], tf.float32))
 
 
 def write_warmup_requests(path: str, model_name: str, image_shape, num_images: int = 2) -> None:

@@ -106,9 +106,10 @@ class ActiveLearningState:
 
 def _balanced_draw(labels: np.ndarray, candidates: np.ndarray, per_class: int, rng,
                    what: str) -> np.ndarray:
-    """`per_class` ids of each class drawn from `candidates` without replacement."""
+    """`per_class` ids of each class drawn from `candidates` without replacement (classes with
+    a known label: negative labels mean "not known")."""
     drawn = []
-    for c in np.unique(labels):
+    for c in np.unique(labels[labels >= 0]):
         idx = candidates[labels[candidates] == c]
         if len(idx) < per_class:
             raise ValueError(f"class {c} has {len(idx)} training examples left, fewer than "
@@ -125,8 +126,13 @@ def initial_state(labels: np.ndarray, per_class: int, seed: int,
     validation split does not change a seed's initial labeled set; the validation ids come from
     a stream of their own among the remaining ids.
 
+    When some labels are not known (negative: a folder's unlabeled/ images), those images are
+    the pool and every image with a known label starts labeled, except the validation ids
+    (drawn from them with the same stream); `per_class` is then not used.
+
     Args:
-      labels: int [N], labels of the training split (the test split never enters).
+      labels: int [N], labels of the training split (the test split never enters); negative
+        where not known.
       per_class: labeled examples per class.
       seed: the run's seed.
       validation_per_class: held-out validation examples per class (0: none).
@@ -136,6 +142,15 @@ def initial_state(labels: np.ndarray, per_class: int, seed: int,
     """
     labels = np.asarray(labels)
     everything = np.arange(len(labels))
+    if (labels < 0).any():
+        known = np.flatnonzero(labels >= 0)
+        validation_ids = np.zeros(0, np.int64)
+        if validation_per_class:
+            validation_ids = np.sort(_balanced_draw(
+                labels, known, validation_per_class, np.random.default_rng([seed, 0x7A1]),
+                "validation_per_class"))
+        return ActiveLearningState(0, np.setdiff1d(known, validation_ids),
+                                   np.flatnonzero(labels < 0), validation_ids)
     labeled_ids = _balanced_draw(labels, everything, per_class,
                                  np.random.default_rng([seed, 0x1AB]), "initial_per_class")
     validation_ids = np.zeros(0, np.int64)

@@ -5,6 +5,7 @@ r"""Runs (or resumes) a Bayesian active-learning experiment.
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 from absl import flags, logging
@@ -14,7 +15,32 @@ from tf_bgadl import config as config_lib
 from tf_bgadl import methods as methods_lib
 
 _DATASET = flags.DEFINE_enum("dataset", "mnist5k", config_lib.DATASETS, "Data set.")
-_DATA_DIR = flags.DEFINE_string("data_dir", "", "tfds data dir ('' = tfds' default).")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", "", "tfds data dir ('' = tfds' default); for --dataset=folder the folder of "
+    "your images: <root>/train/<class>/*.png|jpg, <root>/test/<class>/*, optional "
+    "<root>/unlabeled/* (docs/own_images.md).")
+_IMAGE_SIZE = flags.DEFINE_integer(
+    "image_size", 0, "--dataset=folder: resize every image to this square size (0: all images "
+    "must have the size of the first).")
+_ORACLE = flags.DEFINE_enum(
+    "oracle", "simulated", config_lib.ORACLES, "Who labels what the model asks for. simulated: "
+    "the data set's own label (replaying a labeled data set); file: a person, through "
+    "<workdir>/queries/iter_NNNN.csv (the run stops at each iteration until the file is filled "
+    "in; rerun the same command to continue).")
+_LABELS_FROM = flags.DEFINE_string(
+    "labels_from", "", "--oracle=file: read the waiting iteration's labels from this CSV (same "
+    "columns as the queries file, e.g. exported from a labeling tool) instead of its "
+    "queries/iter_NNNN.csv.")
+_MAX_LABELS = flags.DEFINE_integer(
+    "max_labels", 0, "Stop once the run holds this many oracle labels (the last batch is cut to "
+    "fit; 0: no limit). Rerun with a higher limit to continue.")
+_TARGET_ACCURACY = flags.DEFINE_float(
+    "target_accuracy", 0.0, "Stop once the validation accuracy reaches this fraction (needs "
+    "--validation_per_class; 0: off).")
+_PATIENCE = flags.DEFINE_integer(
+    "patience", 0, "Stop once the validation accuracy has not improved by more than --min_delta "
+    "for this many iterations (needs --validation_per_class; 0: off).")
+_MIN_DELTA = flags.DEFINE_float("min_delta", 0.0, "See --patience.")
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", "", "Folder of MNIST-style IDX files to prepare "
                                   "mnist/fashion_mnist from without network.")
 _MODEL = flags.DEFINE_enum("model", "cnn", config_lib.MODELS, "Classifier.")
@@ -37,7 +63,9 @@ _ACQUISITION_TEMPERATURE = flags.DEFINE_float(
     "acquisition_temperature", config_lib.ACQUISITION_DEFAULT, "power_bald, softmax_bald, "
     "softrank_bald only: temperature = 1/beta of the sampling distribution (0: exactly the top "
     f"K; larger: closer to uniform; -1: {config_lib.DEFAULT_ACQUISITION_TEMPERATURE}).")
-_INITIAL = flags.DEFINE_integer("initial_per_class", 10, "Initial labeled examples per class.")
+_INITIAL = flags.DEFINE_integer(
+    "initial_per_class", 10, "Initial labeled examples per class. Not used when the data set "
+    "has unlabeled images (a folder's unlabeled/): then every labeled image starts labeled.")
 _VALIDATION = flags.DEFINE_integer(
     "validation_per_class", 0, "Class-balanced validation examples per class, drawn with the "
     "run's seed from the training split, never in the pool, never acquired (0: none). Adds "
@@ -91,7 +119,11 @@ _GAN_POOL_STEPS_FRESH = flags.DEFINE_integer(
 _WARM_START = flags.DEFINE_bool("warm_start", False, "Start each iteration from the previous "
                                 "iteration's weights instead of fresh ones.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of everything random in the run.")
-_STRATEGY = flags.DEFINE_enum("strategy", "default", config_lib.STRATEGIES, "tf.distribute.")
+_STRATEGY = flags.DEFINE_enum(
+    "strategy", "default", config_lib.STRATEGIES, "tf.distribute strategy. default: one device; "
+    "mirrored: all GPUs (else all logical CPUs, see --num_cpu_devices) of this machine; "
+    "one_device; multi_worker: MultiWorkerMirroredStrategy over the machines of TF_CONFIG (run "
+    "the same command on every worker; README, \"One run on several machines\").")
 _NUM_CPU_DEVICES = flags.DEFINE_integer("num_cpu_devices", 0, "Split the CPU into this many "
                                         "logical devices (e.g. 2 to try --strategy=mirrored).")
 _DETERMINISTIC = flags.DEFINE_bool("deterministic", True, "Deterministic TF ops (same seed, same "
@@ -111,7 +143,8 @@ def config_from_flags() -> config_lib.ExperimentConfig:
         data=config_lib.DataConfig(dataset=_DATASET.value, data_dir=_DATA_DIR.value,
                                    manual_dir=_MANUAL_DIR.value,
                                    initial_per_class=_INITIAL.value,
-                                   validation_per_class=_VALIDATION.value),
+                                   validation_per_class=_VALIDATION.value,
+                                   image_size=_IMAGE_SIZE.value, oracle=_ORACLE.value),
         model=config_lib.ModelConfig(name=_MODEL.value, width_multiplier=_WIDTH.value,
                                      dropout_rate=_DROPOUT.value),
         train=config_lib.TrainConfig(epochs=_EPOCHS.value, batch_size=_BATCH.value,
@@ -123,7 +156,9 @@ def config_from_flags() -> config_lib.ExperimentConfig:
             acquire_per_iteration=_ACQUIRE.value, pool_subset=_POOL_SUBSET.value,
             mc_samples=_MC.value, score_batch_size=_SCORE_BATCH.value,
             batchbald_samples=_BATCHBALD_SAMPLES.value,
-            temperature=_ACQUISITION_TEMPERATURE.value),
+            temperature=_ACQUISITION_TEMPERATURE.value, max_labels=_MAX_LABELS.value,
+            target_accuracy=_TARGET_ACCURACY.value, patience=_PATIENCE.value,
+            min_delta=_MIN_DELTA.value),
         generator=config_lib.GeneratorConfig(
             latent_dim=_LATENT_DIM.value, width_multiplier=_GAN_WIDTH.value,
             generation=_GENERATION.value,
@@ -136,32 +171,72 @@ def config_from_flags() -> config_lib.ExperimentConfig:
         strategy=_STRATEGY.value, deterministic=_DETERMINISTIC.value)
 
 
+def is_chief(config: config_lib.ExperimentConfig) -> bool:
+    """Whether this process writes the run's outputs (always, except a multi-worker run's
+    non-chief workers)."""
+    from tf_bgadl import multi_worker  # pylint: disable=import-outside-toplevel
+    return config.strategy != "multi_worker" or multi_worker.parse_tf_config().is_chief
+
+
+def continue_command(argv: list[str]) -> str:
+    """The command that continues this run: the same arguments, without --labels_from (which
+    names one iteration's labels)."""
+    args, skip_value = [], False
+    for arg in argv[1:]:
+        if skip_value:
+            skip_value = False
+        elif arg.lstrip("-").startswith("labels_from"):
+            skip_value = "=" not in arg  # `--labels_from FILE`: drop FILE too
+        else:
+            args.append(arg)
+    return shlex.join(["python", "-m", "tf_bgadl.train", *args])
+
+
 def main(argv):
     del argv
     try:
         config = config_lib.validate(config_from_flags())
+        is_chief(config)  # a missing or malformed TF_CONFIG is refused before TF starts
     except config_lib.ConfigError as e:
         sys.exit(f"error: {e}")
     # TensorFlow is imported only after the config is known to be valid.
     tf = cli.import_tensorflow()
-    from tf_bgadl import data, experiment, serving_export  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from tf_bgadl import data, experiment, oracle, serving_export
 
+    if config.strategy == "multi_worker" and _NUM_CPU_DEVICES.value:
+        sys.exit(f"error: --num_cpu_devices={_NUM_CPU_DEVICES.value} does not apply to "
+                 "--strategy=multi_worker (each worker process is one replica per device)")
     experiment.configure_cpu_devices(_NUM_CPU_DEVICES.value)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     try:
         results = experiment.train_and_evaluate(config, _WORKDIR.value,
-                                                allow_replica_change=_ALLOW_REPLICA_CHANGE.value)
-        if _EXPORT_BASE.value:
+                                                allow_replica_change=_ALLOW_REPLICA_CHANGE.value,
+                                                labels_from=_LABELS_FROM.value or None)
+        if _EXPORT_BASE.value and is_chief(config):
             path = serving_export.export_run(_WORKDIR.value, _EXPORT_BASE.value,
                                              model_name=_EXPORT_MODEL_NAME.value)
             logging.info("Exported the classifier for TF Serving to %s", path)
-    except (config_lib.ConfigError, data.DataError, serving_export.ExportError) as e:
+    except oracle.LabelsNeeded as e:
+        print(f"\nIteration {e.iteration} asks for {e.count} labels.\n"
+              f"  1. Look at the images: {e.sheet_path}\n"
+              f"  2. Fill in the 'label' column of {e.csv_path}\n"
+              f"     (a class name or index; 'skip' leaves an image unlabeled in the pool).\n"
+              f"  3. Continue with the same command:\n     {continue_command(sys.argv)}\n"
+              f"     (or add --labels_from=<csv> to read the labels from another file).",
+              flush=True)
+        return
+    except (config_lib.ConfigError, data.DataError, serving_export.ExportError,
+            oracle.LabelFileError) as e:
         sys.exit(f"error: {e}")
     if results:
         last = results[-1]
-        logging.info("Done: %d labeled, test accuracy %.4f; results in %s/results.jsonl",
-                     last["num_labeled"], last["test_accuracy"], _WORKDIR.value)
+        accuracy = last.get("test_accuracy")
+        logging.info("Done: %d labeled, test accuracy %s%s; results in %s/results.jsonl",
+                     last["num_labeled"], "-" if accuracy is None else f"{accuracy:.4f}",
+                     f" (stopped: {last['stop_reason']})" if last.get("stop_reason") else "",
+                     _WORKDIR.value)
 
 
 if __name__ == "__main__":

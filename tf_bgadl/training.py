@@ -175,3 +175,12 @@ def evaluate_accuracy(model: keras.Model, images: np.ndarray, labels: np.ndarray
     for x, y in ds:
         correct += int(step(x, y))
     return correct / max(1, len(labels))
+
+
+def predict_probabilities(model, images: np.ndarray, batch_size: int = 500,
+                          strategy: tf.distribute.Strategy | None = None) -> np.ndarray:
+    """Deterministic predictive probabilities float32 [N, C] of an `MCClassifier` (dropout off,
+    BatchNorm in inference mode) for uint8 images [N, H, W, C], in the order of `images`."""
+    from tf_bgadl import inference  # pylint: disable=import-outside-toplevel
+    predict = inference.make_predictor(model, strategy=strategy, batch_size=batch_size)
+    return predict(np.arange(len(images)), images)

@@ -145,6 +145,17 @@ def main(argv):
                              "--flagfile=<workdir>/best.flags --export_base=...")
         settings = settings_from_flags()
         base = train_entry.config_from_flags()
+        if base.data.oracle != "simulated":
+            raise ValueError(f"--oracle={base.data.oracle}: a tuning trial replays a "
+                             "labeled data set with the simulated "
+                             "oracle; label your own images with python -m tf_bgadl.train "
+                             "--oracle=file (docs/own_images.md)")
+        rules = {name: getattr(base.acquisition, name) for name in
+                 ("max_labels", "target_accuracy", "patience", "min_delta")}
+        if any(rules.values()):
+            raise ValueError(
+                "stopping rules (" + ", ".join(f"--{k}={v}" for k, v in rules.items() if v)
+                + ") do not apply here: trials are compared over the same iterations (--iterations)")
         settings_lib.check(settings, base)
     except ValueError as e:  # ConfigError and SearchSpaceError included
         sys.exit(f"error: {e}")

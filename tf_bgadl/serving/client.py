@@ -5,6 +5,12 @@
 
 Images are float32 in [0, 1] (uint8 0-255 is converted); shapes and dtypes are checked before a
 request is sent, and server errors (`{"error": ...}`, gRPC status) raise `ServingError`.
+
+`bald_seeded` takes one int32 seed [2] per image (`seed` [N, 2], batch-major). The clients
+accept either that, or one seed [a, b] for the whole call, which `per_row_seeds` expands: image i
+of the call (0-based) gets `np.random.SeedSequence([a mod 2**32, b mod 2**32, i])
+.generate_state(2)` as int32. An image's scores then depend only on (the image, a, b, i), not on
+how the call's images are split into requests or merged by the server.
 """
 
 from __future__ import annotations
@@ -52,16 +58,55 @@ def prepare_images(images, image_shape=None) -> np.ndarray:
     return array.astype(np.float32)
 
 
+def per_row_seeds(seed, num_rows: int, *, first_row: int = 0) -> np.ndarray:
+    """The `seed` input of `bald_seeded` for `num_rows` images: int32 [num_rows, 2].
+
+    Args:
+      seed: int32 [2], one seed [a, b] for the call: row i gets `SeedSequence([a mod 2**32,
+        b mod 2**32, first_row + i]).generate_state(2)` as int32 (see the module docstring);
+        or int32 [num_rows, 2], one seed per row, returned as it is.
+      num_rows: N, the number of images.
+      first_row: index of the first row in the whole call, for callers that send a call's
+        images in several requests (so a row's seed does not depend on the split).
+
+    Raises:
+      ValueError: naming the shape or values received and what is allowed.
+    """
+    array = np.asarray(seed)
+    allowed = (f"seed must be int32 [2] (one seed for the request, expanded to one per image) "
+               f"or [N, 2] = [{num_rows}, 2] (one per image)")
+    if array.shape not in ((2,), (num_rows, 2)):
+        raise ValueError(f"{allowed}; got shape {list(array.shape)}")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{allowed}; got dtype {array.dtype} (values must be integers)")
+    if array.size and (array.min() < -2**31 or array.max() >= 2**31):
+        raise ValueError(f"{allowed}; got values in [{array.min()}, {array.max()}], outside "
+                         "the int32 range")
+    if array.ndim == 2:
+        return array.astype(np.int32)
+    a, b = (int(v) % 2**32 for v in array)
+    rows = [np.random.SeedSequence([a, b, first_row + i]).generate_state(2, np.uint32)
+            for i in range(num_rows)]
+    return np.asarray(rows, np.uint32).reshape(num_rows, 2).view(np.int32)
+
+
 def build_rest_request(images: np.ndarray, signature: str, *, seed=None,
                        row_format: bool = False) -> dict[str, Any]:
-    """The JSON body of a `:predict` request (columnar `inputs`, or row `instances`)."""
+    """The JSON body of a `:predict` request (columnar `inputs`, or row `instances`).
+
+    `seed` (int32 [2] or [N, 2], see `per_row_seeds`) becomes one seed per image: in the row
+    format every instance is then `{"images": image, "seed": [s0, s1]}`.
+    """
+    seeds = None if seed is None else per_row_seeds(seed, len(images)).tolist()
     if row_format:
-        if seed is not None:
-            raise ValueError("the seed input is not batch-major: use the columnar format")
-        return {"signature_name": signature, "instances": images.tolist()}
+        if seeds is None:
+            return {"signature_name": signature, "instances": images.tolist()}
+        return {"signature_name": signature,
+                "instances": [{"images": image, "seed": row_seed}
+                              for image, row_seed in zip(images.tolist(), seeds)]}
     inputs: dict[str, Any] = {"images": images.tolist()}
-    if seed is not None:
-        inputs["seed"] = [int(s) for s in np.asarray(seed).reshape(2)]
+    if seeds is not None:
+        inputs["seed"] = seeds
     return {"signature_name": signature, "inputs": inputs}
 
 
@@ -121,7 +166,11 @@ class RestClient:
 
     def predict(self, images, signature: str = "serving_default", *, seed=None,
                 row_format: bool = False, image_shape=None) -> dict[str, np.ndarray]:
-        """Runs `signature` on images; returns its outputs as arrays."""
+        """Runs `signature` on images; returns its outputs as arrays.
+
+        `seed` (for `bald_seeded`): int32 [2] for the call or [N, 2] per image
+        (`per_row_seeds`); `row_format` sends REST `instances` instead of columnar `inputs`.
+        """
         body = build_rest_request(prepare_images(images, image_shape), signature, seed=seed,
                                   row_format=row_format)
         return parse_rest_response(self._request(self._url(":predict"), body))
@@ -129,7 +178,10 @@ class RestClient:
 
 def build_grpc_request(images: np.ndarray, model_name: str, signature: str, *, seed=None,
                        version: int | None = None):
-    """A `tensorflow.serving.PredictRequest` for float32 images [N, H, W, C]."""
+    """A `tensorflow.serving.PredictRequest` for float32 images [N, H, W, C].
+
+    `seed` (int32 [2] or [N, 2], see `per_row_seeds`) becomes the `seed` input int32 [N, 2].
+    """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     from tensorflow_serving.apis import predict_pb2  # pylint: disable=import-outside-toplevel
     request = predict_pb2.PredictRequest()
@@ -140,7 +192,7 @@ def build_grpc_request(images: np.ndarray, model_name: str, signature: str, *, s
     request.inputs["images"].CopyFrom(tf.make_tensor_proto(images, dtype=tf.float32))
     if seed is not None:
         request.inputs["seed"].CopyFrom(tf.make_tensor_proto(
-            np.asarray(seed, np.int32).reshape(2), dtype=tf.int32))
+            per_row_seeds(seed, len(images)), dtype=tf.int32))
     return request
 
 

@@ -23,8 +23,11 @@ _IMAGES = flags.DEFINE_string("images", None, ".npy file or folder of images.")
 _TOP = flags.DEFINE_integer("top", 10, "How many of the most informative images to print.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Images per request.")
 _CHANNELS = flags.DEFINE_integer("channels", 1, "Channels when reading image files (1 or 3).")
-_SEED = flags.DEFINE_integer("seed", None, "Use the `bald_seeded` signature with this seed "
-                             "(reproducible scores).")
+_SEED = flags.DEFINE_integer("seed", None, "Use the `bald_seeded` signature: image i (0-based, "
+                             "in --images' order) gets a seed derived from (this seed, i), so "
+                             "the same images and seed give the same scores whatever "
+                             "--batch_size (reproducible scores).",
+                             lower_bound=-2**31, upper_bound=2**31 - 1)
 flags.mark_flag_as_required("images")
 
 

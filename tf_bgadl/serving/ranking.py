@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from tf_bgadl.serving.client import prepare_images
+from tf_bgadl.serving.client import per_row_seeds, prepare_images
 
 
 def load_images(path: str, channels: int) -> tuple[list[str], np.ndarray]:
@@ -31,12 +31,18 @@ def load_images(path: str, channels: int) -> tuple[list[str], np.ndarray]:
 
 
 def rank(client, names, images, *, top: int, batch_size: int, seed=None) -> list[dict]:
-    """Scores all images (in batches) and returns the `top` rows, most informative first."""
+    """Scores all images (in batches) and returns the `top` rows, most informative first.
+
+    With `seed` (an int) the `bald_seeded` signature scores image i of `images` with the seed
+    `per_row_seeds([seed, 0], N)[i]`: an image's score depends only on it, `seed` and i, not on
+    `batch_size`. Without it `bald` draws fresh masks.
+    """
     images = prepare_images(images)
     signature = "bald" if seed is None else "bald_seeded"
+    seeds = None if seed is None else per_row_seeds([seed, 0], len(images))
     scores, classes = [], []
     for start in range(0, len(images), batch_size):
-        kwargs = {} if seed is None else {"seed": [seed, 0]}
+        kwargs = {} if seeds is None else {"seed": seeds[start:start + batch_size]}
         out = client.predict(images[start:start + batch_size], signature, **kwargs)
         scores.append(np.asarray(out["bald"]).reshape(-1))
         classes.append(np.argmax(np.asarray(out["mean_probabilities"]), axis=-1))

@@ -113,6 +113,8 @@ def check_record(workdir: str, settings: settings_lib.SearchSettings,
         with open(path) as f:
             stored = json.load(f)
         stored = {k: stored.get(k) for k in current}
+        if isinstance(stored["base_config"], dict):  # recorded before newer config fields
+            stored["base_config"] = config_lib.with_current_defaults(stored["base_config"])
         differences = [f"{key}: workdir has {a!r}, this command has {b!r}" for key, a, b in
                        config_lib.config_differences(stored, current, ignore=tuple(
                            f"base_config.{k}" for k in _MAY_DIFFER))]
@@ -132,10 +134,12 @@ def check_data(config: config_lib.ExperimentConfig) -> None:
       DataError, ConfigError: the data set is missing, or too small for the config.
     """
     dataset = data_lib.load_dataset(config.data.dataset, config.data.data_dir,
-                                    config.data.manual_dir)
+                                    config.data.manual_dir, image_size=config.data.image_size)
+    known = dataset.y_train[dataset.y_train >= 0]
     config_lib.check_against_data(
         config, num_train=len(dataset.y_train), num_classes=dataset.num_classes,
-        min_class_count=int(np.bincount(dataset.y_train, minlength=dataset.num_classes).min()))
+        min_class_count=int(np.bincount(known, minlength=dataset.num_classes).min()),
+        num_unlabeled=int((dataset.y_train < 0).sum()))
 
 
 def make_oracle(settings: settings_lib.SearchSettings, iterations: int) -> keras_tuner.Oracle:
@@ -254,7 +258,7 @@ def best_test_accuracy(workdir: str, best: report.TrialRecord) -> dict:
             return stored
     classifier, config, _, iteration = serving_export.restore_classifier(best.run_dir)
     dataset = data_lib.load_dataset(config.data.dataset, config.data.data_dir,
-                                    config.data.manual_dir)
+                                    config.data.manual_dir, image_size=config.data.image_size)
     accuracy = training.evaluate_accuracy(classifier, dataset.x_test, dataset.y_test,
                                           config.acquisition.score_batch_size)
     record = {"trial_id": best.trial_id, "test_accuracy": float(accuracy),
