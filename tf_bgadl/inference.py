@@ -15,13 +15,61 @@ def to_unit_float(images) -> tf.Tensor:
     return tf.cast(images, tf.float32) / 255.0
 
 
+def _pool_dataset(ids: np.ndarray, images, batch_size: int, *, min_rows: int,
+                  pad_id: int) -> tf.data.Dataset:
+    """(ids int64 [B], images [B, H, W, C]) batches of a pool, sliced from the caller's arrays.
+
+    The dataset holds no copy of the pool: its source is the row numbers `range(N)`, batched,
+    and each batch is read as `images[first:first + B]` when the iterator reaches it, so the
+    input pipeline holds a few batches (the prefetch buffers), never the pool (which
+    `from_tensor_slices` would copy into one tensor). Row numbers are batched by a `batch` op,
+    as `from_tensor_slices(...).batch(...)` is, so `experimental_distribute_dataset` finds the
+    static global batch size and splits every batch over the replicas as it did before.
+    A batch of fewer than `min_rows` rows (the last one, or the only one of an empty pool) is
+    padded with zero images of id `pad_id` up to `min_rows`, so that no replica gets an empty
+    batch. `images` may be anything sliced like a numpy array (an `np.memmap`, an HDF5 dataset).
+    """
+    num_rows, image_shape = len(ids), tuple(images.shape[1:])
+    dtype = np.dtype(images.dtype)
+
+    def read(rows):  # rows: consecutive row numbers [B], past num_rows only for an empty pool
+        first, stop = int(rows[0]), min(int(rows[-1]) + 1, num_rows)
+        batch_ids, batch_images = ids[first:stop], np.asarray(images[first:stop], dtype)
+        pad = min_rows - len(batch_ids)
+        if pad > 0:
+            batch_ids = np.concatenate([batch_ids, np.full(pad, pad_id, np.int64)])
+            batch_images = np.concatenate([batch_images, np.zeros((pad, *image_shape), dtype)])
+        return batch_ids, batch_images
+
+    def read_batch(rows):
+        batch_ids, batch_images = tf.numpy_function(read, [rows], (tf.int64, tf.as_dtype(dtype)),
+                                                    stateful=False)
+        batch_ids.set_shape([None])
+        batch_images.set_shape((None, *image_shape))
+        return batch_ids, batch_images
+
+    dataset = tf.data.Dataset.range(max(num_rows, 1)).batch(batch_size).map(read_batch)
+    options = tf.data.Options()
+    # Across workers every worker iterates the row numbers and keeps its replicas' share of
+    # each global batch (what AUTO falls back to for a source without files, said explicitly).
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
 def _map_pool(replica_fn: Callable, strategy: tf.distribute.Strategy, batch_size: int,
               before_call: Callable[[], None] | None = None) -> Callable:
     """`fn(ids, images) -> outputs [N, ...]` in the order of `ids`, from `replica_fn(images
     float32 [B, H, W, C]) -> [B, ...]` run on every batch inside one `tf.function` replicated by
     `strategy`. Ids travel with their images through the distributed dataset and come back with
     their outputs, so outputs stay tied to sample identity whatever the order in which replicas
-    return them. `before_call` runs at the start of every call (e.g. to reseed masks)."""
+    return them. The pool is read batch by batch (`_pool_dataset`): memory beyond the outputs
+    grows with the batch, not with the pool. A last batch with fewer rows than replicas is
+    padded (the padding's outputs are dropped), and an empty pool gives empty outputs [0, ...].
+    `before_call` runs at the start of every call (e.g. to reseed masks)."""
+    num_replicas = strategy.num_replicas_in_sync
+    if batch_size < num_replicas:
+        raise ValueError(f"batch_size={batch_size} is the global batch: it must be at least the "
+                         f"number of replicas ({num_replicas})")
 
     def replica_step(ids, images):
         return ids, replica_fn(to_unit_float(images))
@@ -31,21 +79,25 @@ def _map_pool(replica_fn: Callable, strategy: tf.distribute.Strategy, batch_size
         ids, outputs = strategy.run(replica_step, args=(ids, images))
         return strategy.gather(ids, axis=0), strategy.gather(outputs, axis=0)
 
-    def apply(ids: np.ndarray, images: np.ndarray) -> np.ndarray:
+    def apply(ids: np.ndarray, images) -> np.ndarray:
         ids = np.asarray(ids, np.int64)
         if len(ids) != len(images):
             raise ValueError(f"{len(ids)} ids for {len(images)} images")
         if before_call is not None:
             before_call()
-        dataset = tf.data.Dataset.from_tensor_slices((ids, images)).batch(batch_size)
+        pad_id = -1 if not np.any(ids == -1) else int(ids.min()) - 1  # an id not in `ids`
+        dataset = _pool_dataset(ids, images, batch_size, min_rows=num_replicas, pad_id=pad_id)
         out_ids, out_values = [], []
         for batch_ids, batch_images in strategy.experimental_distribute_dataset(dataset):
             got_ids, got_values = distributed_step(batch_ids, batch_images)
             out_ids.append(got_ids.numpy())
             out_values.append(got_values.numpy())
         got_ids, got_values = np.concatenate(out_ids), np.concatenate(out_values)
+        real = got_ids != pad_id
+        got_ids, got_values = got_ids[real], got_values[real]
         position = {int(i): p for p, i in enumerate(got_ids)}
-        if len(position) != len(ids) or set(position) != set(ids.tolist()):
+        if (len(got_ids) != len(ids) or len(position) != len(ids)
+                or set(position) != set(ids.tolist())):
             raise RuntimeError("MC scoring lost or duplicated pool ids")
         return got_values[[position[int(i)] for i in ids]]
 
