@@ -452,6 +452,9 @@ def test_the_study_process_does_not_import_tensorflow():
     (["--methods=random,bald", "--dropout_rate=0"], {},
      "use a positive rate for --method=bald"),
     (["--export_base=/tmp/models"], {}, "would export every cell to the same place"),
+    (["--oracle=file"], {}, "--oracle=file: a study replays labeled data sets"),
+    (["--max_labels=100"], {}, "stopping rules (--max_labels=100) do not apply here"),
+    (["--strategy=multi_worker"], {}, "--strategy=multi_worker runs one run on several"),
     (["--methods=random", "--acquisition=max_entropy"], {},
      "--acquisition applies to none of the study's methods (random)"),
 ])
@@ -555,6 +558,7 @@ def test_a_workdir_of_another_config_is_refused(sharded_study, data_dir):
     assert all(_launch_count(workdir, name) == 1 for name in GRID)
 
 
+@pytest.mark.slow  # about 30-50 s: keeps the default run near 10 minutes; .ci/run runs it
 def test_a_study_killed_mid_way_and_rerun_loses_and_redoes_nothing(sharded_study, data_dir,
                                                                    tmp_path):
     _, reference_dir, _ = sharded_study

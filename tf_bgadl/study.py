@@ -188,6 +188,9 @@ def plan_from_flags(workdir: str) -> _Plan:
                          "sets with the simulated "
                          "oracle; label your own images with python -m tf_bgadl.train "
                          "--oracle=file (docs/own_images.md)")
+    if base.strategy == "multi_worker":
+        raise ValueError("--strategy=multi_worker runs one run on several machines; "
+                         "each cell is its own run (use --strategy=mirrored within a machine, and shards or an array job across machines)")
     rules = {name: getattr(base.acquisition, name) for name in
              ("max_labels", "target_accuracy", "patience", "min_delta")}
     if any(rules.values()):

@@ -150,6 +150,9 @@ def main(argv):
                              "labeled data set with the simulated "
                              "oracle; label your own images with python -m tf_bgadl.train "
                              "--oracle=file (docs/own_images.md)")
+        if base.strategy == "multi_worker":
+            raise ValueError("--strategy=multi_worker runs one run on several machines; "
+                             "Keras Tuner's workers run different trials (use its distributed mode, README \"Tuning\")")
         rules = {name: getattr(base.acquisition, name) for name in
                  ("max_labels", "target_accuracy", "patience", "min_delta")}
         if any(rules.values()):
