@@ -288,3 +288,16 @@ def test_continue_command_drops_labels_from_in_both_forms():
             "--labels_from=y.csv", "--seed=1"]
     assert train.continue_command(argv) == (
         "python -m tf_bgadl.train --oracle=file --workdir=w --seed=1")
+
+
+def test_target_accuracy_stops_the_loop(tmp_path):
+    ds = dataclasses.replace(_dataset(), y_train=np.arange(42) % 3)
+    config = dataclasses.replace(
+        _config("simulated", iterations=6, target_accuracy=0.7),
+        data=DataConfig(dataset="folder", data_dir="/d", initial_per_class=2,
+                        validation_per_class=1))
+    results = loop.run(config, str(tmp_path), ds,
+                       FakeLearner(accuracies=[0.5, 0.6, 0.75, 0.8, 0.9, 0.9, 0.9]).learner())
+    assert [r["iteration"] for r in results] == [0, 1, 2]
+    assert results[-1]["stop_reason"] == (
+        "target_accuracy: validation accuracy 0.7500 reached --target_accuracy=0.7")
