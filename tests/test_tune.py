@@ -218,6 +218,7 @@ def test_the_objective_reads_the_validation_curve_only():
 @pytest.mark.parametrize("args, message", [  # the others: search_space tests above
     (["--gen_loss_weight_range=0,1"], "MIN must be > 0"),
     (["--validation_per_class=0"], "tuning needs a validation split"),
+    (["--max_labels=5"], "stopping rules (--max_labels=5) do not apply here"),
 ])
 def test_the_command_refuses_bad_flags_before_any_training(tmp_path, data_dir, args, message):
     workdir = tmp_path / "search"

@@ -444,6 +444,36 @@ def _check_stopping(config: ExperimentConfig) -> None:
                     "held out, never trained on), or use --max_labels")
 
 
+def check_replayed_runs(config: ExperimentConfig, *, replays: str, distribute: str,
+                        compared: str) -> None:
+    """Refuses, for the commands that launch many independent runs of a labeled data set (a
+    study's cells, a search's trials), what only a single `train` run supports: a person
+    labeling, stopping rules and one run across machines.
+
+    Args:
+      config: the runs' base config.
+      replays: what the command replays, e.g. "a study replays labeled data sets".
+      distribute: how the command spreads over machines instead.
+      compared: what its runs are compared over, e.g. "a study compares methods".
+
+    Raises:
+      ConfigError: naming the flag and what to use instead.
+    """
+    if config.data.oracle != "simulated":
+        raise ConfigError(f"--oracle={config.data.oracle}: {replays} with the simulated oracle; "
+                          "label your own images with python -m tf_bgadl.train --oracle=file "
+                          "(docs/own_images.md)")
+    if config.strategy == "multi_worker":
+        raise ConfigError(f"--strategy=multi_worker runs one run on several machines; "
+                          f"{distribute}")
+    rules = {key.split(".")[1]: getattr(config.acquisition, key.split(".")[1])
+             for key in STOPPING_KEYS}
+    if any(rules.values()):
+        raise ConfigError("stopping rules (" + ", ".join(
+            f"--{k}={v}" for k, v in rules.items() if v) + f") do not apply here: {compared} "
+            "over the same iterations (--iterations)")
+
+
 def check_against_data(config: ExperimentConfig, *, num_train: int, num_classes: int,
                        min_class_count: int | None = None,
                        num_unlabeled: int = 0) -> None:

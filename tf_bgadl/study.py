@@ -183,20 +183,10 @@ def plan_from_flags(workdir: str) -> _Plan:
                          "cell to the same place; export a cell afterwards with python -m "
                          "tf_bgadl.export --workdir=<study>/<method>/seed_<s> --export_base=...")
     base = train_entry.config_from_flags()
-    if base.data.oracle != "simulated":
-        raise ValueError(f"--oracle={base.data.oracle}: a study replays labeled data "
-                         "sets with the simulated "
-                         "oracle; label your own images with python -m tf_bgadl.train "
-                         "--oracle=file (docs/own_images.md)")
-    if base.strategy == "multi_worker":
-        raise ValueError("--strategy=multi_worker runs one run on several machines; "
-                         "each cell is its own run (use --strategy=mirrored within a machine, and shards or an array job across machines)")
-    rules = {name: getattr(base.acquisition, name) for name in
-             ("max_labels", "target_accuracy", "patience", "min_delta")}
-    if any(rules.values()):
-        raise ValueError(
-            "stopping rules (" + ", ".join(f"--{k}={v}" for k, v in rules.items() if v)
-            + ") do not apply here: a study compares methods over the same iterations (--iterations)")
+    config_lib.check_replayed_runs(
+        base, replays="a study replays labeled data sets",
+        distribute="each cell is its own run (use --strategy=mirrored within a machine, and "
+        "shards or an array job across machines)", compared="a study compares methods")
     methods = sorted({cell.method for cell in cells})
     for name in sorted({n for m in methods for n in methods_lib.inapplicable_flags(
             methods_lib.get(m))}):

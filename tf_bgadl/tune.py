@@ -23,6 +23,7 @@ import sys
 from absl import flags
 
 from tf_bgadl import cli, data
+from tf_bgadl import config as config_lib
 from tf_bgadl import train as train_entry  # defines the train flags (TensorFlow is not imported)
 from tf_bgadl.studies.runner import format_seconds
 from tf_bgadl.tuning import best_flags, objectives, report, search_space
@@ -145,20 +146,10 @@ def main(argv):
                              "--flagfile=<workdir>/best.flags --export_base=...")
         settings = settings_from_flags()
         base = train_entry.config_from_flags()
-        if base.data.oracle != "simulated":
-            raise ValueError(f"--oracle={base.data.oracle}: a tuning trial replays a "
-                             "labeled data set with the simulated "
-                             "oracle; label your own images with python -m tf_bgadl.train "
-                             "--oracle=file (docs/own_images.md)")
-        if base.strategy == "multi_worker":
-            raise ValueError("--strategy=multi_worker runs one run on several machines; "
-                             "Keras Tuner's workers run different trials (use its distributed mode, README \"Tuning\")")
-        rules = {name: getattr(base.acquisition, name) for name in
-                 ("max_labels", "target_accuracy", "patience", "min_delta")}
-        if any(rules.values()):
-            raise ValueError(
-                "stopping rules (" + ", ".join(f"--{k}={v}" for k, v in rules.items() if v)
-                + ") do not apply here: trials are compared over the same iterations (--iterations)")
+        config_lib.check_replayed_runs(
+            base, replays="a tuning trial replays a labeled data set",
+            distribute="Keras Tuner's workers run different trials (use its distributed mode, "
+            "README \"Tuning\")", compared="trials are compared")
         settings_lib.check(settings, base)
     except ValueError as e:  # ConfigError and SearchSpaceError included
         sys.exit(f"error: {e}")
