@@ -33,6 +33,10 @@ VARIANTS = {
     "fresh_pool3k": ["--kl_weight=0.01", "--nogan_carry_over", "--gan_pool_steps=3000"],
     "fresh_pool500": ["--kl_weight=0.01", "--nogan_carry_over", "--gan_pool_steps=500"],
     "fresh_pool1k": ["--kl_weight=0.01", "--nogan_carry_over", "--gan_pool_steps=1000"],
+    # e, g, d carried over; the pool phase's 1,000 steps once (fresh, after iteration 0), then
+    # 200 per iteration (issue 13: fewer generative steps when the networks carry over).
+    "carry_top200": ["--kl_weight=0.01", "--gan_carry_over", "--gan_pool_steps=200",
+                     "--gan_pool_steps_fresh=1000"],
     "default": [],  # whatever the shipped quickstart.flags and flag defaults say
 }
 

@@ -426,3 +426,43 @@ def test_mirrored_reconstruction_step_equals_one_device(digits, generated_per_re
     _assert_mirrored_equals_single(strategy, logs_single, logs_mirrored, single, mirrored)
     for name in ("classifier", "discriminator"):
         assert int(mirrored.optimizers[name].iterations.numpy()) == 0
+
+
+def _pool_batches(digits, steps=3, n=16):
+    return [(tf.constant(digits.x_train[i * n:(i + 1) * n], tf.float32) / 255.0,
+             tf.constant(digits.y_train[i * n:(i + 1) * n])) for i in range(steps)]
+
+
+def test_reconstruction_step_on_x_y_equals_the_masked_step(digits):
+    """(x, y) batches (every row real: the pool phase's) skip the row selection and the branch
+    on one replica, and take exactly the steps of (x, (y, zeros)) batches."""
+    weights, logs = [], []
+    for all_real in (False, True):
+        keras.utils.set_random_seed(0)
+        model = _model(tf.distribute.get_strategy(), reconstruction_phase=True)
+        step = tf.function(model.train_step)
+        for x, y in _pool_batches(digits):
+            out = step((x, y) if all_real else (x, (y, tf.zeros(tf.shape(y)))))
+        weights.append(model.get_weights())
+        logs.append({k: float(v) for k, v in out.items()})
+    assert logs[0] == logs[1] and set(logs[1]) == ENCODER_METRICS
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_joint_step_refuses_x_y_batches(digits):
+    model = _model(tf.distribute.get_strategy())
+    x, y = _pool_batches(digits, steps=1)[0]
+    with pytest.raises(ValueError, match="reconstruction phase"):
+        model.train_step((x, y))
+
+
+def test_mirrored_reconstruction_step_on_x_y_equals_one_device(digits):
+    single, mirrored, strategy = _mirrored_pair(reconstruction_phase=True)
+    x, y = _pool_batches(digits, steps=1, n=32)[0]
+    logs_single = single.train_step((x, y))
+    ds = strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensor_slices((x, y)).batch(len(x)))
+    step = tf.function(lambda b: strategy.run(mirrored.train_step, args=(b,)))
+    logs_mirrored = step(next(iter(ds)))
+    _assert_mirrored_equals_single(strategy, logs_single, logs_mirrored, single, mirrored)

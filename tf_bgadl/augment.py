@@ -83,9 +83,9 @@ def fit_on_pool(model, unlabeled: np.ndarray, *, steps: int, batch_size: int, se
     order = np.concatenate([rng.permutation(count) for _ in range(repeats)])[:steps * batch_size]
     # Batches gather rows by index from one copy of the images (not steps x batch_size copies).
     images_t, labels_t = tf.constant(images), tf.constant(labels)
+    # (x, y) batches: every row is real (the model's fastest reconstruction step).
     ds = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).map(
-        lambda idx: (to_unit_float(tf.gather(images_t, idx)),
-                     (tf.gather(labels_t, idx), tf.zeros(tf.shape(idx), tf.float32)))
+        lambda idx: (to_unit_float(tf.gather(images_t, idx)), tf.gather(labels_t, idx))
     ).prefetch(2)
     with model.distribute_strategy.scope():
         for name in ("encoder", "generator"):

@@ -38,11 +38,13 @@ before either was applied (g does not read C's new weights, C reads g's outputs 
 so the order does not change the step.
 
 Reconstruction phase (`set_phase("reconstruction")`, ours, beyond the paper; needs the encoder):
-`fit` on (x, (y, is_generated)) as above, where y conditions g (e.g. the classifier's predicted
-class for unlabeled pool images) and is_generated is 0. Only e and g train, on the VAE objective
-over the real rows: encoder MSE(rec, x) + beta KL / (H*W*C), generator MSE(rec, x) (no
-adversarial or auxiliary term). C and d are not called (no BatchNorm update, no optimizer step).
-Metrics: reconstruction_mse, kl, encoder_loss.
+`fit` on (x, (y, is_generated)) as above, or on (x, y) where every row is real (the pool phase's
+batches), where y conditions g (e.g. the classifier's predicted class for unlabeled pool images).
+Only e and g train, on the VAE objective over the real rows: encoder MSE(rec, x) + beta KL /
+(H*W*C), generator MSE(rec, x) (no adversarial or auxiliary term). C and d are not called (no
+BatchNorm update, no optimizer step). Metrics: reconstruction_mse, kl, encoder_loss. On (x, y)
+with one replica the step selects no rows and branches on nothing (a batch of `fit` is never
+empty): the same update, about 18 % faster per step (bench/iteration_cost.py).
 
 Under MirroredStrategy a step equals a one-device step on the same global batch:
   - every loss over a subset of rows (the real rows; C's weighted rows) is a mean over the GLOBAL
@@ -411,7 +413,19 @@ class VAEACGAN(keras.Model):
     # update (e, g, d; skipped on batches without real rows) and, in the joint phase, C's update.
 
     def train_step(self, data):
-        images, (labels, is_generated) = data
+        images, targets = data
+        if not isinstance(targets, (tuple, list)):  # (x, y): every row is real
+            if not self.reconstruction_phase:
+                raise ValueError("the joint phase trains on (x, (y, is_generated)); (x, y) "
+                                 "batches are for the reconstruction phase")
+            labels = tf.cast(targets, tf.int32)
+            context = tf.distribute.get_replica_context()
+            if context is None or context.num_replicas_in_sync == 1:
+                rows = _Rows(images, labels, tf.constant(0), tf.shape(labels)[0])
+                return self._report(self._reconstruction_update(*rows), rows.total > 0,
+                                    ENCODER_METRICS)
+            return self._reconstruction_step(images, labels, tf.ones(tf.shape(labels)))
+        labels, is_generated = targets
         labels = tf.cast(labels, tf.int32)
         real = tf.cast(tf.cast(is_generated, tf.float32) < 0.5, tf.float32)
         if self.reconstruction_phase:
