@@ -181,24 +181,54 @@ def test_generated_images_leave_the_moving_statistics_alone_under_mirrored(digit
 
 
 def test_pool_phase_trains_encoder_and_generator_with_fresh_optimizers(digits):
-    """The pool phase gives e and g new optimizers of the same kind and settings (the joint
-    phase's moment estimates do not carry over) and leaves C and d, and their optimizers,
-    alone."""
+    """The pool phase trains e and g with optimizers of their own, of the same kind and
+    settings as the joint phase's, restarted at every pool phase (neither the joint phase's
+    moment estimates nor the last pool phase's carry over), and leaves C and d, and every
+    joint-phase optimizer, alone."""
     model = _model(tf.distribute.get_strategy(), classifier="resnet18")
     model.train_step(_batch(digits))  # the joint phase's state: one step of every optimizer
-    used = dict(model.optimizers)
+    joint = {n: _values(o.variables) for n, o in model.optimizers.items()}
     untouched = {n: _values(getattr(model, n).variables) for n in ("classifier", "discriminator")}
-    metrics = augment.fit_on_pool(model, digits.x_train[:64], steps=3, batch_size=16, seed=0)
-    assert np.isfinite(metrics["pool_reconstruction_mse"])
-    for name in ("encoder", "generator"):
-        fresh = model.optimizers[name]
-        assert fresh is not used[name] and type(fresh) is type(used[name])
-        assert fresh.get_config() == used[name].get_config()
-        assert int(fresh.iterations) == 3
+    for _ in range(2):
+        metrics = augment.fit_on_pool(model, digits.x_train[:64], steps=3, batch_size=16,
+                                      seed=0)
+        assert np.isfinite(metrics["pool_reconstruction_mse"])
+        for name in ("encoder", "generator"):
+            own = model.reconstruction_optimizers[name]
+            assert own is not model.optimizers[name]
+            assert type(own) is type(model.optimizers[name])
+            assert own.get_config() == model.optimizers[name].get_config()
+            assert int(own.iterations) == 3  # restarted: 3 again, not 6
+    for name, before in joint.items():
+        assert int(model.optimizers[name].iterations) == 1
+        for a, b in zip(before, _values(model.optimizers[name].variables)):
+            np.testing.assert_array_equal(a, b, err_msg=name)
     for name, before in untouched.items():
-        assert model.optimizers[name] is used[name] and int(used[name].iterations) == 1
         for a, b in zip(before, _values(getattr(model, name).variables)):
             np.testing.assert_array_equal(a, b)
+    assert set(model.all_optimizers()) == {*model.optimizers.values(),
+                                           *model.reconstruction_optimizers.values()}
+
+
+def test_each_phase_is_traced_once(digits):
+    """Switching phases keeps each phase's traced train function: the second fit of a phase
+    traces nothing."""
+    model = _model(tf.distribute.get_strategy())
+    x = digits.x_train[:64].astype(np.float32) / 255.0
+    joint = tf.data.Dataset.from_tensor_slices(
+        (x, (digits.y_train[:64], np.zeros(64, np.float32)))).batch(32)
+    pool = tf.data.Dataset.from_tensor_slices((x, digits.y_train[:64])).batch(32)
+    functions = {}
+    for _ in range(2):
+        model.fit(joint, epochs=1, verbose=0, shuffle=False)
+        functions.setdefault("joint", model.train_function)
+        assert model.train_function is functions["joint"]
+        model.set_phase("reconstruction")
+        model.fit(pool, epochs=1, verbose=0, shuffle=False)
+        functions.setdefault("reconstruction", model.train_function)
+        assert model.train_function is functions["reconstruction"]
+        model.set_phase("joint")
+    assert functions["joint"] is not functions["reconstruction"]
 
 
 def test_pool_phase_after_a_checkpoint_round_trip_equals_the_uninterrupted_one(digits, tmp_path):

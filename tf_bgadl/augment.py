@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -45,7 +47,8 @@ def generate_samples(model, images: np.ndarray, labels: np.ndarray, *, seed: int
 
 
 def fit_on_pool(model, unlabeled: np.ndarray, *, steps: int, batch_size: int, seed: int,
-                predict_batch_size: int = 500, log_prefix: str = "") -> dict[str, float]:
+                predict_batch_size: int = 500, log_prefix: str = "",
+                predict: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, float]:
     """Trains the VAE-ACGAN's encoder and decoder on unlabeled pool images (ours, beyond the
     paper): `steps` minibatches of the VAE objective, each image conditioned on the class the
     jointly trained classifier predicts for it (deterministic pass). No oracle label is read;
@@ -59,26 +62,31 @@ def fit_on_pool(model, unlabeled: np.ndarray, *, steps: int, batch_size: int, se
       seed: draws which pool images are used and in which order.
       predict_batch_size: batch size of the classifier's predictions.
       log_prefix: prefix of the log line.
+      predict: the classifier's deterministic probabilities [N, C] of uint8 images [N, H, W, C]
+        (default: `inference.make_predictor` of `model.classifier`, traced anew at every call;
+        the learner passes one it keeps).
 
     Returns:
       The phase's last metrics, prefixed `pool_` (e.g. pool_reconstruction_mse).
 
-    e and g get fresh optimizers (the same kind and settings, new state) for the phase: the
-    joint phase's accumulated statistics come from adversarial and auxiliary-class gradients,
-    and with Adam (the quickstart's and the studies' optimizer) its second-moment estimates
-    from those kept the VAE objective's steps small for the whole phase (README, "A
-    generator that works at CPU scale", has the measurement).
+    e and g train with the reconstruction phase's own optimizers, restarted first (the same
+    kind and settings as the joint phase's, new state): the joint phase's accumulated
+    statistics come from adversarial and auxiliary-class gradients, and with Adam (the
+    quickstart's and the studies' optimizer) its second-moment estimates from those kept the
+    VAE objective's steps small for the whole phase (README, "A generator that works at CPU
+    scale", has the measurement).
     """
-    from tf_bgadl.inference import to_unit_float  # pylint: disable=import-outside-toplevel
-    from tf_bgadl.training import image_dataset  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    from tf_bgadl.inference import make_predictor, to_unit_float
 
+    if predict is None:
+        predictor = make_predictor(model.classifier, strategy=model.distribute_strategy,
+                                   batch_size=predict_batch_size)
+        predict = lambda images: predictor(np.arange(len(images)), images)  # noqa: E731
     rng = np.random.default_rng(seed)
     count = min(len(unlabeled), steps * batch_size)
     images = unlabeled[np.sort(rng.choice(len(unlabeled), count, replace=False))]
-    predicted = []
-    for batch, _ in image_dataset(images, np.zeros(len(images), np.int64), predict_batch_size):
-        predicted.append(np.argmax(model.classifier(batch, training=False), axis=-1))
-    labels = np.concatenate(predicted).astype(np.int64)
+    labels = np.argmax(predict(images), axis=-1).astype(np.int64)
     repeats = int(np.ceil(steps * batch_size / count))
     order = np.concatenate([rng.permutation(count) for _ in range(repeats)])[:steps * batch_size]
     # Batches gather rows by index from one copy of the images (not steps x batch_size copies).
@@ -87,12 +95,7 @@ def fit_on_pool(model, unlabeled: np.ndarray, *, steps: int, batch_size: int, se
     ds = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).map(
         lambda idx: (to_unit_float(tf.gather(images_t, idx)), tf.gather(labels_t, idx))
     ).prefetch(2)
-    with model.distribute_strategy.scope():
-        for name in ("encoder", "generator"):
-            used = model.optimizers[name]
-            fresh = used.__class__.from_config(used.get_config())
-            fresh.build(model.networks()[name])
-            model.optimizers[name] = fresh
+    model.reset_reconstruction_optimizers()
     model.set_phase("reconstruction")
     try:
         history = model.fit(ds, epochs=1, verbose=0, shuffle=False)

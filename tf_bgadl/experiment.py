@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 
-import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -68,6 +68,16 @@ def stream_seed(seed: int, iteration: int, stream: str) -> int:
     return int(state[0] >> 1)
 
 
+def seed_initial_weights(seed: int) -> None:
+    """Seeds what Keras' initializers draw from (Python's and NumPy's global generators), as
+    `keras.utils.set_random_seed` does, but leaves TensorFlow's global seed alone: setting it
+    clears every traced function's instantiation (`tf.random.set_seed`), which the next call
+    then optimises again (seconds per iteration), and nothing of a run reads it (every random
+    op is seeded explicitly: dropout, latent noise, PMDA, MC scoring, the data order)."""
+    random.seed(seed)
+    np.random.seed(seed)
+
+
 def _gan_train_config(config: config_lib.ExperimentConfig) -> config_lib.TrainConfig:
     gen = config.generator
     return config_lib.TrainConfig(
@@ -82,46 +92,74 @@ def make_learner(config: config_lib.ExperimentConfig, image_shape: tuple[int, in
     """The Learner of `config.acquisition.method` (see methods.py): classifier alone, with PMDA,
     or jointly trained with a VAE-ACGAN / ACGAN. Weights are seeded by (seed, iteration);
     per-epoch training metrics go to `events` when given. `config` must be resolved
-    (`config_lib.validate`)."""
+    (`config_lib.validate`).
+
+    One model is traced per run: `build` gives the model it built before the fresh state of
+    the next iteration (`training.reinitialize_from`) instead of a new model, and the learner
+    keeps the scoring, evaluation and prediction functions it traced for it, so an iteration
+    computes what a new model would, without tracing anything again.
+    """
     method = methods_lib.get(config.acquisition.method)
     gen = config.generator
     gan_train = _gan_train_config(config)
+    last_built = [None]  # the model `build` returned last: the one it may reinitialize
+    traced = {"model": None, "functions": {}}  # functions traced for `model`
 
     def seed_of(iteration: int, stream: str) -> int:
         return stream_seed(config.seed, iteration, stream)
 
+    def cached(model, name, make):
+        if traced["model"] is not model:
+            traced.update(model=model, functions={})
+        if name not in traced["functions"]:
+            traced["functions"][name] = make()
+        return traced["functions"][name]
+
+    def build_fresh(iteration: int, num_labeled: int, num_rows: int):
+        seed_initial_weights(seed_of(iteration, "weights"))
+        classifier = build_classifier(
+            config.model.name, num_classes=num_classes,
+            input_shape=image_shape, width_multiplier=config.model.width_multiplier,
+            dropout_rate=config.model.dropout_rate,
+            seed=seed_of(iteration, "classifier_dropout"))
+        # Weight decay 3.5 / N counts oracle labels only; steps per epoch count every row.
+        c_optimizer = training.make_optimizer(config.train, num_rows, decay_count=num_labeled)
+        if not method.generative:
+            training.compile_classifier(classifier, c_optimizer)
+            return classifier
+        model = VAEACGAN(
+            classifier, image_shape, num_classes,
+            latent_dim=gen.latent_dim, use_encoder=method.uses_encoder,
+            generation=gen.generation, gen_loss_weight=gen.gen_loss_weight,
+            seed=seed_of(iteration, "latent"), width_multiplier=gen.width_multiplier,
+            kl_weight=gen.kl_weight)
+        gan_optimizer = lambda: training.make_optimizer(  # noqa: E731
+            gan_train, num_rows, beta_1=gen.beta_1)
+        model.compile(c_optimizer=c_optimizer, g_optimizer=gan_optimizer(),
+                      d_optimizer=gan_optimizer(),
+                      e_optimizer=gan_optimizer() if method.uses_encoder else None)
+        return model
+
+    def kept_networks(model) -> list:
+        """The networks of `model` whose weights the next iteration keeps: all of it (warm
+        start), e, g and d (carried over), or none."""
+        if config.warm_start:
+            return [model]
+        if method.generative and gen.carry_over:
+            return [n for n in (model.encoder, model.generator, model.discriminator)
+                    if n is not None]
+        return []
+
     def build(iteration: int, num_labeled: int, num_rows: int, previous):
-        keras.utils.set_random_seed(seed_of(iteration, "weights"))
         with strategy.scope():
-            classifier = build_classifier(
-                config.model.name, num_classes=num_classes,
-                input_shape=image_shape, width_multiplier=config.model.width_multiplier,
-                dropout_rate=config.model.dropout_rate,
-                seed=seed_of(iteration, "classifier_dropout"))
-            # Weight decay 3.5 / N counts oracle labels only; steps per epoch count every row.
-            c_optimizer = training.make_optimizer(config.train, num_rows,
-                                                  decay_count=num_labeled)
-            if not method.generative:
-                model = classifier
-                training.compile_classifier(model, c_optimizer)
-            else:
-                model = VAEACGAN(
-                    classifier, image_shape, num_classes,
-                    latent_dim=gen.latent_dim, use_encoder=method.uses_encoder,
-                    generation=gen.generation, gen_loss_weight=gen.gen_loss_weight,
-                    seed=seed_of(iteration, "latent"), width_multiplier=gen.width_multiplier,
-                    kl_weight=gen.kl_weight)
-                gan_optimizer = lambda: training.make_optimizer(  # noqa: E731
-                    gan_train, num_rows, beta_1=gen.beta_1)
-                model.compile(c_optimizer=c_optimizer, g_optimizer=gan_optimizer(),
-                              d_optimizer=gan_optimizer(),
-                              e_optimizer=gan_optimizer() if method.uses_encoder else None)
-            if previous is not None and config.warm_start:
-                model.set_weights(previous.get_weights())
-            elif previous is not None and method.generative and gen.carry_over:
-                for name in ("encoder", "generator", "discriminator"):
-                    if getattr(model, name) is not None:
-                        getattr(model, name).set_weights(getattr(previous, name).get_weights())
+            model = build_fresh(iteration, num_labeled, num_rows)
+            if previous is not None and previous is last_built[0]:
+                training.reinitialize_from(previous, model, keep=kept_networks(previous))
+                model = previous
+            elif previous is not None:  # another learner's model: copy what is kept
+                for target, source in zip(kept_networks(model), kept_networks(previous)):
+                    target.set_weights(source.get_weights())
+        last_built[0] = model
         return model
 
     def fit(model, images, labels, is_generated, iteration):
@@ -137,6 +175,11 @@ def make_learner(config: config_lib.ExperimentConfig, image_shape: tuple[int, in
                                        log_prefix=f"iteration {iteration}",
                                        callbacks=callbacks)
 
+    def predictor(model):
+        return cached(model, "predict", lambda: inference.make_predictor(
+            classifier_of(model), strategy=strategy,
+            batch_size=config.acquisition.score_batch_size))
+
     def pool_phase(model, iteration, unlabeled):
         # The pool phase of the model of `iteration`, run by the loop before the next
         # iteration scores the pool. Encoder and decoder that started fresh (iteration 0, or
@@ -150,30 +193,33 @@ def make_learner(config: config_lib.ExperimentConfig, image_shape: tuple[int, in
             model, unlabeled, steps=steps, batch_size=config.train.batch_size,
             seed=seed_of(iteration, "pool_phase"),
             predict_batch_size=config.acquisition.score_batch_size,
-            log_prefix=f"iteration {iteration}")
+            log_prefix=f"iteration {iteration}",
+            predict=lambda images: predictor(model)(np.arange(len(images)), images))
 
     def evaluate(model, images, labels):
-        return training.evaluate_accuracy(classifier_of(model), images, labels,
-                                          config.acquisition.score_batch_size, strategy)
+        return cached(model, "evaluate", lambda: training.make_evaluator(
+            classifier_of(model), config.acquisition.score_batch_size, strategy))(images, labels)
 
     def score(model, ids, images, iteration, mc_probs=False):
+        seed = seed_of(iteration, "mc_scores")
         if mc_probs:  # batchbald: joint samples, T dropout masks shared by the whole pool
-            return inference.make_joint_probabilities(
+            return cached(model, "joint", lambda: inference.make_joint_probabilities(
                 classifier_of(model), mc_samples=config.acquisition.mc_samples,
-                seed=seed_of(iteration, "mc_scores"), strategy=strategy,
-                batch_size=config.acquisition.score_batch_size)(ids, images)
-        scorer = inference.make_scorer(
+                seed=seed, strategy=strategy,
+                batch_size=config.acquisition.score_batch_size))(ids, images, seed=seed)
+        scorer = cached(model, "score", lambda: inference.make_scorer(
             classifier_of(model), acquisition_name=(
                 config.acquisition.acquisition if method.acquisition == methods_lib.SCORED
                 else "bald"),  # random methods still report the BALD of x* and x'
             mc_samples=config.acquisition.mc_samples, strategy=strategy,
-            batch_size=config.acquisition.score_batch_size,
-            seed=seed_of(iteration, "mc_scores"))
+            batch_size=config.acquisition.score_batch_size))
+        # Every call restarts the masks from the iteration's seed: the scores depend only on
+        # the weights, the images and the iteration (a resumed run scores as before).
+        classifier_of(model).reseed_mc_dropout(seed)
         return scorer(ids, images)
 
     def predict(model, images):
-        return training.predict_probabilities(classifier_of(model), images,
-                                              config.acquisition.score_batch_size, strategy)
+        return predictor(model)(np.arange(len(images)), images)
 
     def generate(model, images, labels, iteration):
         return augment_lib.generate_samples(model, images, labels,

@@ -58,9 +58,9 @@ def _pool_dataset(ids: np.ndarray, images, batch_size: int, *, min_rows: int,
 
 def _map_pool(replica_fn: Callable, strategy: tf.distribute.Strategy, batch_size: int,
               before_call: Callable[[], None] | None = None) -> Callable:
-    """`fn(ids, images) -> outputs [N, ...]` in the order of `ids`, from `replica_fn(images
-    float32 [B, H, W, C]) -> [B, ...]` run on every batch inside one `tf.function` replicated by
-    `strategy`. Ids travel with their images through the distributed dataset and come back with
+    """`fn(ids, images, *args) -> outputs [N, ...]` in the order of `ids`, from
+    `replica_fn(images float32 [B, H, W, C], *args) -> [B, ...]` run on every batch inside one
+    `tf.function` replicated by `strategy` (traced once: `args` are tensors, e.g. a seed). Ids travel with their images through the distributed dataset and come back with
     their outputs, so outputs stay tied to sample identity whatever the order in which replicas
     return them. The pool is read batch by batch (`_pool_dataset`): memory beyond the outputs
     grows with the batch, not with the pool. A last batch with fewer rows than replicas is
@@ -71,15 +71,15 @@ def _map_pool(replica_fn: Callable, strategy: tf.distribute.Strategy, batch_size
         raise ValueError(f"batch_size={batch_size} is the global batch: it must be at least the "
                          f"number of replicas ({num_replicas})")
 
-    def replica_step(ids, images):
-        return ids, replica_fn(to_unit_float(images))
+    def replica_step(ids, images, *args):
+        return ids, replica_fn(to_unit_float(images), *args)
 
     @tf.function
-    def distributed_step(ids, images):
-        ids, outputs = strategy.run(replica_step, args=(ids, images))
+    def distributed_step(ids, images, *args):
+        ids, outputs = strategy.run(replica_step, args=(ids, images, *args))
         return strategy.gather(ids, axis=0), strategy.gather(outputs, axis=0)
 
-    def apply(ids: np.ndarray, images) -> np.ndarray:
+    def apply(ids: np.ndarray, images, *args) -> np.ndarray:
         ids = np.asarray(ids, np.int64)
         if len(ids) != len(images):
             raise ValueError(f"{len(ids)} ids for {len(images)} images")
@@ -89,7 +89,7 @@ def _map_pool(replica_fn: Callable, strategy: tf.distribute.Strategy, batch_size
         dataset = _pool_dataset(ids, images, batch_size, min_rows=num_replicas, pad_id=pad_id)
         out_ids, out_values = [], []
         for batch_ids, batch_images in strategy.experimental_distribute_dataset(dataset):
-            got_ids, got_values = distributed_step(batch_ids, batch_images)
+            got_ids, got_values = distributed_step(batch_ids, batch_images, *args)
             out_ids.append(got_ids.numpy())
             out_values.append(got_values.numpy())
         got_ids, got_values = np.concatenate(out_ids), np.concatenate(out_values)
@@ -167,13 +167,19 @@ def make_joint_probabilities(model, *, mc_samples: int, seed: int,
       batch_size: global batch size.
 
     Returns:
-      A function taking ids int64 [N] and uint8 images [N, H, W, C] and returning float32
-      probabilities [N, T, C] in the order of `ids`.
+      A function taking ids int64 [N] and uint8 images [N, H, W, C] (and optionally `seed=`, in
+      place of the one given here, without retracing) and returning float32 probabilities
+      [N, T, C] in the order of `ids`.
     """
-    if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**31:
-        raise ValueError(f"seed={seed!r} must be an int in [0, 2**31): shared masks are drawn "
-                         "statelessly from it")
-    stateless_seed = tf.constant([int(seed), 0], tf.int32)
-    return _map_pool(lambda x: model.mc_probabilities(x, mc_samples, seed=stateless_seed,
-                                                      shared_masks=True),
-                     strategy or tf.distribute.get_strategy(), batch_size)
+    def stateless_seed(value):
+        if not isinstance(value, (int, np.integer)) or not 0 <= value < 2**31:
+            raise ValueError(f"seed={value!r} must be an int in [0, 2**31): shared masks are "
+                             "drawn statelessly from it")
+        return tf.constant([int(value), 0], tf.int32)
+
+    default = stateless_seed(seed)
+    apply = _map_pool(lambda x, s: model.mc_probabilities(x, mc_samples, seed=s,
+                                                          shared_masks=True),
+                      strategy or tf.distribute.get_strategy(), batch_size)
+    return lambda ids, images, seed=None: apply(
+        ids, images, default if seed is None else stateless_seed(seed))

@@ -230,6 +230,16 @@ def _if_global(condition, step_fn, skip_fn, *args):
     return tf.distribute.get_replica_context().merge_call(choose, args=(condition, *args))
 
 
+class _NotSaved:
+    """Holds what Keras' weight saving must not walk into: `save_weights` writes the state of
+    every optimizer that a model's attributes or their lists and dicts reach, and the
+    reconstruction phase's optimizers start fresh in every pool phase (nothing to save), while
+    traced functions are no state at all."""
+
+    def __init__(self, **items):
+        self.__dict__.update(items)
+
+
 class _Rows(NamedTuple):
     """A replica's real rows and their place among the global batch's real rows."""
     images: tf.Tensor  # float32 [n, H, W, C]
@@ -288,6 +298,10 @@ class VAEACGAN(keras.Model):
         self.discriminator = build_discriminator(self.image_shape, w)
         names = JOINT_METRICS + (ENCODER_METRICS if use_encoder else ())
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        # The reconstruction phase's optimizers of e and g (made in compile) and each phase's
+        # traced train function, kept while the other phase runs.
+        self._unsaved = _NotSaved(reconstruction_optimizers={}, train_functions={})
+        self._reconstruction_phase = False
         self.reconstruction_phase = reconstruction_phase
         # Every sub-network is built already (the classifier by its builder, the rest are
         # functional), so this model is too.
@@ -311,10 +325,13 @@ class VAEACGAN(keras.Model):
         if value and not self.use_encoder:
             raise ValueError("the reconstruction phase trains the encoder; this model has "
                              f"use_encoder={self.use_encoder}")
-        self._reconstruction_phase = bool(value)
         # `fit` traces train_step once and Keras 3 keeps that train_function until compile()
-        # or make_train_function(force=True); drop it so that the next fit traces this phase.
-        self.train_function = None
+        # or make_train_function(force=True): keep each phase's own, so that the next fit runs
+        # this phase and a phase is traced once per model, not at every switch.
+        functions = self._unsaved.train_functions
+        functions[self._reconstruction_phase] = self.train_function
+        self._reconstruction_phase = bool(value)
+        self.train_function = functions.get(self._reconstruction_phase)
 
     def set_phase(self, phase: str) -> None:
         """Makes the next `fit` run `phase`: "joint" (the default) or "reconstruction".
@@ -336,7 +353,12 @@ class VAEACGAN(keras.Model):
         return nets
 
     def compile(self, *, c_optimizer, g_optimizer, d_optimizer, e_optimizer=None, **kwargs):
-        """One optimizer per network; each is built here (required under MirroredStrategy)."""
+        """One optimizer per network; each is built here (required under MirroredStrategy).
+
+        With an encoder, the reconstruction phase gets optimizers of its own for e and g, of
+        the same kind and settings as theirs (`reconstruction_optimizers`): see
+        `reset_reconstruction_optimizers`.
+        """
         super().compile(**kwargs)
         if self.use_encoder and e_optimizer is None:
             raise ValueError("use_encoder=True needs e_optimizer")
@@ -344,8 +366,35 @@ class VAEACGAN(keras.Model):
                            "discriminator": d_optimizer}
         if self.use_encoder:
             self.optimizers["encoder"] = e_optimizer
-        for name, variables in self.networks().items():
+        networks = self.networks()
+        for name, variables in networks.items():
             self.optimizers[name].build(variables)
+        reconstruction = {}
+        if self.use_encoder:
+            for name in ("encoder", "generator"):
+                used = self.optimizers[name]
+                reconstruction[name] = used.__class__.from_config(used.get_config())
+                reconstruction[name].build(networks[name])
+        self._unsaved = _NotSaved(reconstruction_optimizers=reconstruction, train_functions={})
+        self.train_function = None
+
+    @property
+    def reconstruction_optimizers(self) -> dict:
+        """The optimizers of e and g in the reconstruction phase (empty without an encoder)."""
+        return self._unsaved.reconstruction_optimizers
+
+    def reset_reconstruction_optimizers(self) -> None:
+        """Restarts the reconstruction phase's optimizers: the state of new ones, the same
+        settings. The pool phase calls it first, so that the joint phase's accumulated
+        statistics (from adversarial and auxiliary-class gradients) do not shrink its steps
+        (README, "A generator that works at CPU scale")."""
+        from tf_bgadl.training import reset_optimizer  # pylint: disable=import-outside-toplevel
+        for optimizer in self.reconstruction_optimizers.values():
+            reset_optimizer(optimizer)
+
+    def all_optimizers(self) -> list:
+        """Every optimizer of the model, in a fixed order (joint phase, then reconstruction)."""
+        return [*self.optimizers.values(), *self.reconstruction_optimizers.values()]
 
     def reseed(self, seed: int) -> None:
         """Restarts the latent-noise sequence from `seed`."""
@@ -526,7 +575,7 @@ class VAEACGAN(keras.Model):
             _, rec_mse, kl = self._reconstruct(rows, tf.one_hot(rows.labels, self.num_classes))
             rec_mse, kl = mean(rec_mse), mean(kl)
             losses = {"encoder": rec_mse + self.kl_weight * kl, "generator": rec_mse}
-        self._apply(tape, losses)
+        self._apply(tape, losses, self.reconstruction_optimizers)
         del tape
         return {"encoder_loss": losses["encoder"], "reconstruction_mse": rec_mse, "kl": kl}
 
@@ -586,12 +635,13 @@ class VAEACGAN(keras.Model):
                                          total)
         return loss
 
-    def _apply(self, tape, losses):
-        """Applies each network's gradient of its loss (summed over replicas by Keras)."""
+    def _apply(self, tape, losses, optimizers=None):
+        """Applies each network's gradient of its loss (summed over replicas by Keras) with its
+        optimizer of `optimizers` (default: the joint phase's)."""
+        optimizers = self.optimizers if optimizers is None else optimizers
         for name, loss in losses.items():
             variables = self.networks()[name]
-            self.optimizers[name].apply_gradients(zip(tape.gradient(loss, variables),
-                                                      variables))
+            optimizers[name].apply_gradients(zip(tape.gradient(loss, variables), variables))
 
     def _report(self, logs, has_real, names):
         """Updates the trackers with the global values (batches without real rows count for

@@ -1,0 +1,144 @@
+"""One model per run: an iteration on the reinitialized, already traced model computes exactly
+what a new model would (training.reinitialize_from, experiment.make_learner)."""
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_bgadl import experiment, loop, training
+from tf_bgadl import config as config_lib
+from tf_bgadl.config import (AcquisitionConfig, DataConfig, ExperimentConfig, GeneratorConfig,
+                             ModelConfig, TrainConfig)
+
+
+def _config(data_dir, method, **changes):
+    generator = changes.pop("generator", {})
+    train = changes.pop("train", {})
+    return config_lib.validate(ExperimentConfig(
+        data=DataConfig(dataset="digits", data_dir=data_dir, initial_per_class=2),
+        model=ModelConfig(name="cnn", width_multiplier=0.5),
+        train=TrainConfig(epochs=2, batch_size=16, optimizer="adam", learning_rate=1e-3,
+                          **train),
+        acquisition=AcquisitionConfig(method=method, acquire_per_iteration=8, pool_subset=40,
+                                      mc_samples=4, score_batch_size=64),
+        generator=GeneratorConfig(latent_dim=8, width_multiplier=0.25, optimizer="adam",
+                                  learning_rate=1e-3,
+                                  pool_steps=4 if method == "vaeacgan" else -1, **generator),
+        iterations=2, seed=3, **changes))
+
+
+class _Counting:
+    """A learner whose models are counted, and, with `fresh=True`, built anew every iteration
+    (the previous model is handed to a second learner, so nothing is reinitialized)."""
+
+    def __init__(self, config, digits, fresh: bool):
+        make = lambda: experiment.make_learner(  # noqa: E731
+            config, digits.image_shape, digits.num_classes, experiment.make_strategy("default"))
+        self.learners = [make(), make()] if fresh else [make()]
+        self.models = []
+
+    def learner(self) -> loop.Learner:
+        def build(iteration, num_labeled, num_rows, previous):
+            chosen = self.learners[iteration % len(self.learners)]
+            model = chosen.build(iteration, num_labeled, num_rows, previous)
+            self.models.append(model)
+            return model
+        return dataclasses.replace(self.learners[0], build=build)
+
+
+def _run(config, digits, workdir, fresh):
+    counting = _Counting(config, digits, fresh)
+    results = loop.run(config, str(workdir), digits, counting.learner())
+    return results, counting.models
+
+
+@pytest.mark.parametrize("method, changes", [
+    ("bald", {}),
+    ("bald", {"train": {"lr_halving_epochs": 1, "weight_decay_numerator": 3.5}}),
+    ("vaeacgan", {}),
+    ("vaeacgan", {"generator": {"carry_over": True, "pool_steps_fresh": 6}}),
+    ("acgan", {"warm_start": True}),
+])
+def test_the_reused_model_computes_what_new_models_compute(digits, data_dir, tmp_path, method,
+                                                           changes):
+    config = _config(data_dir, method, **changes)
+    reused, reused_models = _run(config, digits, tmp_path / "reused", fresh=False)
+    new, new_models = _run(config, digits, tmp_path / "new", fresh=True)
+    assert len({id(m) for m in reused_models}) == 1      # one model for the whole run
+    assert len({id(m) for m in new_models}) == 3         # a new one every iteration
+    assert [r["acquired_ids"] for r in reused] == [r["acquired_ids"] for r in new]
+    for a, b in zip(reused, new):
+        for key in set(a) - {"seconds"}:
+            assert a[key] == b[key], key
+    for a, b in zip(reused_models[-1].variables, new_models[-1].variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_reinitialize_from_takes_the_fresh_state_and_keeps_the_kept_weights(digits, data_dir):
+    config = _config(data_dir, "vaeacgan", generator={"carry_over": True})
+    learner = experiment.make_learner(config, digits.image_shape, digits.num_classes,
+                                      experiment.make_strategy("default"))
+    model = learner.build(0, 20, 20, None)
+    learner.fit(model, digits.x_train[:20], digits.y_train[:20], np.zeros(20, bool), 0)
+    trained_generator = [w.copy() for w in model.generator.get_weights()]
+    fresh = learner.build(1, 30, 40, None)  # what iteration 1 starts from, as a new model
+    assert learner.build(1, 30, 40, fresh) is fresh  # the model it built last: reinitialized
+    other = experiment.make_learner(config, digits.image_shape, digits.num_classes,
+                                    experiment.make_strategy("default")).build(1, 30, 40, None)
+    training.reinitialize_from(model, other, keep=[model.generator])
+    for a, b in zip(model.generator.get_weights(), trained_generator):
+        np.testing.assert_array_equal(a, b)  # kept
+    for name in ("classifier", "encoder", "discriminator"):
+        for a, b in zip(getattr(model, name).variables, getattr(other, name).variables):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_array_equal(model.seed_generator.state.numpy(),
+                                  other.seed_generator.state.numpy())
+    for mine, theirs in zip(training.optimizers_of(model), training.optimizers_of(other)):
+        assert int(mine.iterations.numpy()) == 0
+        assert mine.l2 == theirs.l2
+    assert training.optimizers_of(model)[0].l2 == pytest.approx(3.5 / 30)
+
+
+def test_reinitialize_from_refuses_another_architecture(digits, data_dir):
+    small = experiment.make_learner(_config(data_dir, "bald"), digits.image_shape,
+                                    digits.num_classes, experiment.make_strategy("default"))
+    wide = experiment.make_learner(
+        dataclasses.replace(_config(data_dir, "bald"), model=ModelConfig(name="cnn")),
+        digits.image_shape, digits.num_classes, experiment.make_strategy("default"))
+    with pytest.raises(ValueError, match="other shapes"):
+        training.reinitialize_from(small.build(0, 20, 20, None), wide.build(0, 20, 20, None))
+
+
+def test_optimizer_assign_from_and_reset():
+    variables = [tf.Variable(np.ones((3, 2), np.float32)), tf.Variable(np.ones(2, np.float32))]
+    config = TrainConfig(optimizer="adam", learning_rate=0.1, lr_halving_epochs=2,
+                         weight_decay_numerator=2.0, batch_size=10)
+    used = training.make_optimizer(config, num_examples=40, decay_count=20)  # 4 steps/epoch
+    used.build(variables)
+    for _ in range(9):
+        used.apply_gradients(zip([tf.ones((3, 2)), tf.ones(2)], variables))
+    assert float(used.learning_rate) == pytest.approx(0.1 * 0.5 ** 1)  # 9 steps, halving at 8
+    other = training.make_optimizer(config, num_examples=80, decay_count=40)  # 8 steps/epoch
+    other.build(variables)
+    used.assign_from(other)
+    assert int(used.iterations) == 0 and used.l2 == pytest.approx(2.0 / 40)
+    for _ in range(9):
+        used.apply_gradients(zip([tf.ones((3, 2)), tf.ones(2)], variables))
+    assert float(used.learning_rate) == pytest.approx(0.1)  # now halving at 16
+    training.reset_optimizer(used)
+    assert int(used.iterations) == 0
+    assert all(not np.any(v.numpy()) for v in used.variables)
+    constant = training.make_optimizer(dataclasses.replace(config, lr_halving_epochs=0), 40)
+    constant.build(variables)
+    constant.apply_gradients(zip([tf.ones((3, 2)), tf.ones(2)], variables))
+    training.reset_optimizer(constant)
+    assert int(constant.iterations) == 0 and float(constant.learning_rate) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="cannot assign"):
+        used.assign_from(constant)  # no halving schedule
+    plain = keras.optimizers.Adam(0.1)
+    plain.build(variables)
+    with pytest.raises(ValueError, match="cannot assign"):
+        constant.assign_from(plain)
