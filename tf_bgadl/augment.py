@@ -77,7 +77,7 @@ def fit_on_pool(model, unlabeled: np.ndarray, *, steps: int, batch_size: int, se
     scale", has the measurement).
     """
     # pylint: disable=import-outside-toplevel
-    from tf_bgadl.inference import make_predictor, to_unit_float
+    from tf_bgadl.inference import make_predictor, to_unit_float, untuned
 
     if predict is None:
         predictor = make_predictor(model.classifier, strategy=model.distribute_strategy,
@@ -92,9 +92,9 @@ def fit_on_pool(model, unlabeled: np.ndarray, *, steps: int, batch_size: int, se
     # Batches gather rows by index from one copy of the images (not steps x batch_size copies).
     images_t, labels_t = tf.constant(images), tf.constant(labels)
     # (x, y) batches: every row is real (the model's fastest reconstruction step).
-    ds = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).map(
+    ds = untuned(tf.data.Dataset.from_tensor_slices(order).batch(batch_size).map(
         lambda idx: (to_unit_float(tf.gather(images_t, idx)), tf.gather(labels_t, idx))
-    ).prefetch(2)
+    ).prefetch(2))
     model.reset_reconstruction_optimizers()
     model.set_phase("reconstruction")
     try:

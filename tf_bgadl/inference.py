@@ -15,6 +15,17 @@ def to_unit_float(images) -> tf.Tensor:
     return tf.cast(images, tf.float32) / 255.0
 
 
+def untuned(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """`dataset` with tf.data's autotuning off. Our pipelines have nothing to tune (a fixed
+    prefetch, sequential maps), and with autotuning on, deleting a finished iterator waited for
+    tf.data's autotuning thread: 15 to 20 s after 5 of 8 pool phases of 1,000 steps (the main
+    thread blocked in `~IteratorResource`, `bench/iteration_cost.py`'s `after fit`), seconds
+    after some training fits."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
 def _pool_dataset(ids: np.ndarray, images, batch_size: int, *, min_rows: int,
                   pad_id: int) -> tf.data.Dataset:
     """(ids int64 [B], images [B, H, W, C]) batches of a pool, sliced from the caller's arrays.
@@ -50,6 +61,7 @@ def _pool_dataset(ids: np.ndarray, images, batch_size: int, *, min_rows: int,
 
     dataset = tf.data.Dataset.range(max(num_rows, 1)).batch(batch_size).map(read_batch)
     options = tf.data.Options()
+    options.autotune.enabled = False  # see `untuned`
     # Across workers every worker iterates the row numbers and keeps its replicas' share of
     # each global batch (what AUTO falls back to for a source without files, said explicitly).
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA

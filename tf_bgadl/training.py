@@ -10,7 +10,7 @@ import tensorflow as tf
 from absl import logging
 
 from tf_bgadl.config import TrainConfig
-from tf_bgadl.inference import to_unit_float
+from tf_bgadl.inference import to_unit_float, untuned
 
 
 class EpochLogger(keras.callbacks.Callback):
@@ -246,7 +246,7 @@ def image_dataset(images: np.ndarray, targets, batch_size: int, *,
                              tf.nest.map_structure(lambda t: tf.gather(t, idx), targets_t)))
     if augment is not None:
         ds = ds.map(lambda x, y: (augment(x), y))
-    return ds.prefetch(2)
+    return untuned(ds.prefetch(2))
 
 
 def fit_classifier(model: keras.Model, images: np.ndarray, targets, config: TrainConfig, *,
