@@ -37,6 +37,15 @@ VARIANTS = {
     # 200 per iteration (issue 13: fewer generative steps when the networks carry over).
     "carry_top200": ["--kl_weight=0.01", "--gan_carry_over", "--gan_pool_steps=200",
                      "--gan_pool_steps_fresh=1000"],
+    "carry_top100": ["--kl_weight=0.01", "--gan_carry_over", "--gan_pool_steps=100",
+                     "--gan_pool_steps_fresh=1000"],
+    # ... and e, g, d stepping on every 4th (8th) joint step only (--gan_update_every).
+    "carry_top200_every4": ["--kl_weight=0.01", "--gan_carry_over", "--gan_pool_steps=200",
+                            "--gan_pool_steps_fresh=1000", "--gan_update_every=4"],
+    "carry_top100_every4": ["--kl_weight=0.01", "--gan_carry_over", "--gan_pool_steps=100",
+                            "--gan_pool_steps_fresh=1000", "--gan_update_every=4"],
+    "carry_top100_every8": ["--kl_weight=0.01", "--gan_carry_over", "--gan_pool_steps=100",
+                            "--gan_pool_steps_fresh=1000", "--gan_update_every=8"],
     "default": [],  # whatever the shipped quickstart.flags and flag defaults say
 }
 

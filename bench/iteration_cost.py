@@ -202,14 +202,9 @@ def _make_config(model_name: str, method: str) -> config_lib.ExperimentConfig:
 
 
 def _with_fit_timer(model, timer):
-    """Adds `timer` to the callbacks of `model`'s next fits (the pool phase passes none).
-
-    A closure: with `functools.partial(type(model).fit, model, callbacks=[timer])` in its place
-    (this bench until 2026-11-25) 6-7 s appeared after every pool-phase fit had returned, which
-    the loop's own call (`learner.prepare`, no wrapper) does not have; the bench then
-    overstated vaeacgan's iteration by that much."""
-    def fit(*args, **kwargs):
-        return type(model).fit(model, *args, callbacks=[timer], **kwargs)
+    """Adds `timer` to the callbacks of `model`'s next fits (the pool phase passes none)."""
+    def fit(*args, callbacks=(), **kwargs):
+        return type(model).fit(model, *args, callbacks=[*callbacks, timer], **kwargs)
 
     model.fit = fit
 

@@ -29,6 +29,11 @@ def test_config_is_frozen():
      "--acquire_per_iteration=300 is larger than --pool_subset=200"),
     (dict(model=config_lib.ModelConfig(dropout_rate=1.0)), "--dropout_rate=1.0"),
     (dict(iterations=-1), "--iterations=-1"),
+    (dict(generator=config_lib.GeneratorConfig(update_every=-1)), "--gan_update_every=-1"),
+    (dict(generator=config_lib.GeneratorConfig(update_every=2, generation="online")),
+     "needs --generation=persisted"),
+    (dict(acquisition=AcquisitionConfig(method="bald"),
+          generator=config_lib.GeneratorConfig(update_every=2)), "trains no generator"),
 ])
 def test_bad_values_name_the_value(change, message):
     with pytest.raises(ConfigError) as info:

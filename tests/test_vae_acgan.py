@@ -496,3 +496,28 @@ def test_mirrored_reconstruction_step_on_x_y_equals_one_device(digits):
     step = tf.function(lambda b: strategy.run(mirrored.train_step, args=(b,)))
     logs_mirrored = step(next(iter(ds)))
     _assert_mirrored_equals_single(strategy, logs_single, logs_mirrored, single, mirrored)
+
+
+def test_update_every_steps_e_g_d_on_every_kth_joint_step_only(digits):
+    """update_every=3: e, g and d step on joint steps 0 and 3 of 6, C on all six; their
+    losses are averaged over the steps they took; online generation is refused."""
+    model = _model(tf.distribute.get_strategy(), update_every=3)
+    step = tf.function(model.train_step)
+    generator_losses = []
+    for _ in range(6):
+        before = _values(model.generator.trainable_variables)
+        logs = step(_batch(digits, generated=8))
+        moved = any(not np.array_equal(a, b.numpy())
+                    for a, b in zip(before, model.generator.trainable_variables))
+        generator_losses.append((moved, float(logs["generator_loss"])))
+    assert [moved for moved, _ in generator_losses] == [True, False, False, True, False, False]
+    assert int(model.optimizers["classifier"].iterations) == 6
+    for name in ("generator", "discriminator", "encoder"):
+        assert int(model.optimizers[name].iterations) == 2
+    # The tracker holds the mean of the two steps' losses: unchanged by the skipped steps.
+    assert generator_losses[1][1] == generator_losses[0][1]
+    assert generator_losses[5][1] == generator_losses[4][1] == generator_losses[3][1]
+    with pytest.raises(ValueError, match="generation='persisted'"):
+        _model(tf.distribute.get_strategy(), update_every=2, generation="online")
+    with pytest.raises(ValueError, match="update_every=0"):
+        _model(tf.distribute.get_strategy(), update_every=0)

@@ -72,24 +72,33 @@ def config_differences(stored: Mapping[str, Any], current: Mapping[str, Any], *,
 # Add a key here only when that holds; any other missing key stays a difference.
 BACKFILLED_KEYS = ("acquisition.batchbald_samples", "acquisition.temperature",
                    "data.image_size", "data.oracle", *STOPPING_KEYS)
+# Fields added after runs were recorded without them whose resolved default is not what those
+# runs did: a config.json that lacks one reads as the value they ran with.
+LEGACY_VALUES = {"generator.update_every": 1}
 
 
 def with_current_defaults(stored: Mapping[str, Any]) -> dict[str, Any]:
     """A stored `ExperimentConfig` dict with its missing `BACKFILLED_KEYS` filled as the
     current code fills them (default, then `validate`'s resolution for the method); every other
     key as stored. A dict that is not a valid config is returned as is."""
-    sections = {key: key.split(".") for key in BACKFILLED_KEYS}
+    sections = {key: key.split(".") for key in (*BACKFILLED_KEYS, *LEGACY_VALUES)}
     missing = [key for key, (section, name) in sections.items()
                if isinstance(stored.get(section), Mapping) and name not in stored[section]]
     if not missing:
         return dict(stored)
-    try:
-        filled = validate(ExperimentConfig.from_dict(stored)).to_dict()
-    except (ConfigError, TypeError, ValueError, KeyError):
-        return dict(stored)
     out = {key: dict(value) if isinstance(value, Mapping) else value
            for key, value in stored.items()}
-    for key in missing:
+    for key in [k for k in missing if k in LEGACY_VALUES]:
+        section, name = sections[key]
+        out[section][name] = LEGACY_VALUES[key]
+    backfilled = [k for k in missing if k not in LEGACY_VALUES]
+    if not backfilled:
+        return out
+    try:
+        filled = validate(ExperimentConfig.from_dict(out)).to_dict()
+    except (ConfigError, TypeError, ValueError, KeyError):
+        return dict(stored)
+    for key in backfilled:
         section, name = sections[key]
         out[section][name] = filled[section][name]
     return out
@@ -159,9 +168,16 @@ class GeneratorConfig:
     # iteration on the unlabeled pool (conditioned on the classifier's predicted class; no
     # oracle label is used). The paper's generator: kl_weight=1, pool_steps=0 (base.flags).
     kl_weight: float = 0.01
-    carry_over: bool = False
-    pool_steps: int = -1  # -1: the method's default (methods.py: 1000 for vaeacgan, else 0)
-    pool_steps_fresh: int = 0  # pool steps when e and g start fresh (0: pool_steps)
+    # None / -1 / 0 below: the method's default (methods.py; vaeacgan: carried over, 1000 pool
+    # steps on fresh e and g, then 100 per iteration, e, g, d on every 4th joint step).
+    carry_over: bool | None = None
+    pool_steps: int = -1
+    # Pool steps when e and g start fresh (0: pool_steps; -1: the method's when pool_steps is
+    # the method's too, else pool_steps).
+    pool_steps_fresh: int = -1
+    # e, g and d step on every update_every-th joint step (1: every step, the authors' code;
+    # ours, for a cheaper joint phase; persisted generation only).
+    update_every: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,8 +279,15 @@ def resolve(config: ExperimentConfig) -> ExperimentConfig:
         acquisition = acq.acquisition or "bald"
         _check_choice("acquisition", acquisition, ACQUISITIONS)
     acq = _resolve_batch_settings(dataclasses.replace(acq, acquisition=acquisition), method.name)
-    if gen.pool_steps < 0:
-        gen = dataclasses.replace(gen, pool_steps=method.pool_steps)
+    # An unset --gan_pool_steps_fresh is the method's only beside the method's --gan_pool_steps;
+    # beside a --gan_pool_steps of the user's it is that (0).
+    fresh = gen.pool_steps_fresh
+    if fresh < 0:
+        fresh = method.pool_steps_fresh if gen.pool_steps < 0 else 0
+    gen = dataclasses.replace(
+        gen, pool_steps=method.pool_steps if gen.pool_steps < 0 else gen.pool_steps,
+        pool_steps_fresh=fresh,
+        carry_over=method.carry_over if gen.carry_over is None else gen.carry_over)
     if method.generative:
         # The method's learning rate and beta_1 go with the method's optimizer; another
         # optimizer gets its own usual defaults.
@@ -282,6 +305,10 @@ def resolve(config: ExperimentConfig) -> ExperimentConfig:
         gen = dataclasses.replace(gen, generation="none", optimizer=gen.optimizer or "none",
                                   learning_rate=gen.learning_rate or 0.0,
                                   beta_1=max(gen.beta_1, 0.0))
+    # The method's --gan_update_every goes with its persisted x' (online generation trains C on
+    # g's samples in every step).
+    gen = dataclasses.replace(gen, update_every=gen.update_every or (
+        method.update_every if gen.generation == method.generation == "persisted" else 1))
     return dataclasses.replace(config, acquisition=acq, generator=gen)
 
 
@@ -384,6 +411,17 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
             raise ConfigError(f"--{name}={steps} trains the encoder and decoder on the pool: "
                               f"only --method=vaeacgan has an encoder (got --method="
                               f"{method.name})")
+    if config.generator.update_every < 1:
+        raise ConfigError(f"--gan_update_every={config.generator.update_every} must be >= 1 "
+                          "(1: e, g and d step on every joint step)")
+    if config.generator.update_every > 1 and not method.generative:
+        raise ConfigError(f"--gan_update_every={config.generator.update_every} does not apply "
+                          f"to --method={method.name}, which trains no generator")
+    if config.generator.update_every > 1 and config.generator.generation != "persisted":
+        raise ConfigError(f"--gan_update_every={config.generator.update_every} needs "
+                          f"--generation=persisted: with --generation="
+                          f"{config.generator.generation} the classifier trains on the "
+                          "generator's samples in every step")
     if config.generator.lr_halving_epochs < 0:
         raise ConfigError(f"--gan_lr_halving_epochs={config.generator.lr_halving_epochs} "
                           "must be >= 0")

@@ -132,7 +132,7 @@ def make_learner(config: config_lib.ExperimentConfig, image_shape: tuple[int, in
             latent_dim=gen.latent_dim, use_encoder=method.uses_encoder,
             generation=gen.generation, gen_loss_weight=gen.gen_loss_weight,
             seed=seed_of(iteration, "latent"), width_multiplier=gen.width_multiplier,
-            kl_weight=gen.kl_weight)
+            kl_weight=gen.kl_weight, update_every=gen.update_every)
         gan_optimizer = lambda: training.make_optimizer(  # noqa: E731
             gan_train, num_rows, beta_1=gen.beta_1)
         model.compile(c_optimizer=c_optimizer, g_optimizer=gan_optimizer(),

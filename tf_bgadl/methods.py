@@ -26,7 +26,12 @@ class Method:
       gan_optimizer, gan_learning_rate, gan_beta_1: default optimizer of the generative
         networks (generative methods only).
       pool_steps: default encoder/decoder steps per iteration on unlabeled pool images
-        (`--gan_pool_steps`; ours, beyond the paper; methods with an encoder only).
+        (`--gan_pool_steps`; ours, beyond the paper; methods with an encoder only); with
+        `carry_over`, the steps of iterations whose e and g were carried over.
+      pool_steps_fresh: the pool steps of iterations whose e and g start fresh (the first, or
+        every one without carry-over; `--gan_pool_steps_fresh`; 0: `pool_steps`).
+      carry_over: whether e, g and d carry over between iterations (`--gan_carry_over`).
+      update_every: e, g and d step on every update_every-th joint step (`--gan_update_every`).
       source: where the defaults come from.
     """
 
@@ -39,6 +44,9 @@ class Method:
     gan_learning_rate: float | None = None
     gan_beta_1: float | None = None
     pool_steps: int = 0
+    pool_steps_fresh: int = 0
+    carry_over: bool = False
+    update_every: int = 1
     source: str = ""
 
     @property
@@ -62,9 +70,12 @@ _BDA = dict(augmentation="acgan", generation="online", gan_optimizer="adam",
                    "for G and D")
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("vaeacgan", "AL w. VAEACGAN", SCORED, "vaeacgan", generation="persisted",
-           gan_optimizer="adadelta", gan_learning_rate=1.0, gan_beta_1=0.9, pool_steps=1000,
+           gan_optimizer="adadelta", gan_learning_rate=1.0, gan_beta_1=0.9, pool_steps=100,
+           pool_steps_fresh=1000, carry_over=True, update_every=4,
            source="the paper: x' stored once per acquired x*; the authors' code: Adadelta for "
-                  "E, G, D; ours: 1,000 encoder/decoder steps per iteration on the pool"),
+                  "E, G, D; ours: e, g, d carried over between iterations, 1,000 "
+                  "encoder/decoder steps on the pool once, 100 in every later iteration, e, g "
+                  "and d stepping on every 4th joint step"),
     Method("acgan", "AL w. ACGAN", SCORED, **_BDA),
     Method("pmda", "AL w. PMDA", SCORED, "pmda", source="classic augmentation"),
     Method("bald", "AL without DA", SCORED, "none", source="Gal et al. 2017"),
@@ -89,7 +100,7 @@ def inapplicable_flags(method: Method) -> tuple[str, ...]:
     if method.acquisition == RANDOM:
         names += ["acquisition", "batchbald_samples", "acquisition_temperature"]
     if not method.generative:
-        names.append("generation")
+        names += ["generation", "gan_update_every"]
     if not method.uses_encoder:
         names += ["gan_pool_steps", "gan_pool_steps_fresh"]
     return tuple(names)
@@ -110,7 +121,9 @@ def markdown_table() -> str:
         acquisition = "MC-dropout score (`--acquisition`)" if m.acquisition == SCORED else "random"
         generation = (f"`{m.generation}`, {m.gan_optimizer} lr {m.gan_learning_rate:g}"
                       + (f" beta_1 {m.gan_beta_1:g}" if m.gan_optimizer == "adam" else "")
-                      + (f", {m.pool_steps} pool steps" if m.pool_steps else "")
+                      + (f", carried over, {m.pool_steps_fresh} then {m.pool_steps} pool "
+                         f"steps, e/g/d on every {m.update_every}th step" if m.carry_over
+                         else f", {m.pool_steps} pool steps" if m.pool_steps else "")
                       if m.generative else "-")
         rows.append(f"| `{m.name}` | {acquisition} | {augment[m.augmentation]} | {generation} | "
                     f"{m.column} |")

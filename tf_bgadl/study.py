@@ -83,7 +83,8 @@ def cell_config(base: config_lib.ExperimentConfig,
                                           temperature=defaults.acquisition.temperature)
     generator = base.generator
     if "generation" in skipped:
-        generator = dataclasses.replace(generator, generation=defaults.generator.generation)
+        generator = dataclasses.replace(generator, generation=defaults.generator.generation,
+                                        update_every=defaults.generator.update_every)
     if "gan_pool_steps" in skipped:
         generator = dataclasses.replace(generator, pool_steps=defaults.generator.pool_steps,
                                         pool_steps_fresh=defaults.generator.pool_steps_fresh)

@@ -272,15 +272,26 @@ class VAEACGAN(keras.Model):
         authors' code; below 1 trades a less regular latent space for sharper reconstructions).
       reconstruction_phase: start in the reconstruction-only phase (see `set_phase`); needs
         `use_encoder=True`.
+      update_every: e, g and d take a step on every `update_every`-th joint step (the
+        classifier's step count: steps 0, k, 2k, ...) and C on every one (1: every step, as the
+        authors' code; ours: a cheaper joint phase, generation="persisted" only).
     """
 
     def __init__(self, classifier, image_shape, num_classes: int, latent_dim: int = 100,
                  use_encoder: bool = True, generation: str = "persisted",
                  gen_loss_weight: float = 1.0, seed: int = 0, width_multiplier: float = 1.0,
-                 kl_weight: float = 1.0, reconstruction_phase: bool = False, **kwargs):
+                 kl_weight: float = 1.0, reconstruction_phase: bool = False,
+                 update_every: int = 1, **kwargs):
         super().__init__(**kwargs)
         if generation not in GENERATIONS:
             raise ValueError(f"generation={generation!r}; choose one of {GENERATIONS}")
+        if not isinstance(update_every, int) or update_every < 1:
+            raise ValueError(f"update_every={update_every!r} must be an int >= 1")
+        if update_every > 1 and generation != "persisted":
+            raise ValueError(f"update_every={update_every} needs generation='persisted': with "
+                             f"generation={generation!r} the classifier trains on g's samples "
+                             "in every step")
+        self.update_every = update_every
         if kl_weight < 0:
             raise ValueError(f"kl_weight={kl_weight} must be >= 0")
         self.classifier = classifier
@@ -484,11 +495,15 @@ class VAEACGAN(keras.Model):
     def _joint_step(self, images, labels, real):
         rows, weight_total = self._real_rows(images, labels, real)
         has_real = rows.total > 0
-        generative = _if_global(has_real, self._generative_update, self._generative_skip, *rows)
+        update = has_real
+        if self.update_every > 1:  # e, g and d step on every update_every-th joint step only
+            step = self.optimizers["classifier"].iterations
+            update = tf.logical_and(has_real, tf.equal(step % self.update_every, 0))
+        generative = _if_global(update, self._generative_update, self._generative_skip, *rows)
         generated = {k: v for k, v in generative.items() if k != "logs"}
         logs = {**generative["logs"],
                 **self._classifier_update(images, labels, real, weight_total, rows, generated)}
-        return self._report(logs, has_real, tuple(self.trackers))
+        return self._report(logs, has_real, tuple(self.trackers), updated=update)
 
     def _reconstruction_step(self, images, labels, real):
         rows, _ = self._real_rows(images, labels, real)
@@ -643,12 +658,14 @@ class VAEACGAN(keras.Model):
             variables = self.networks()[name]
             optimizers[name].apply_gradients(zip(tape.gradient(loss, variables), variables))
 
-    def _report(self, logs, has_real, names):
+    def _report(self, logs, has_real, names, updated=None):
         """Updates the trackers with the global values (batches without real rows count for
-        the classifier's loss only) and returns the results of `names`."""
+        the classifier's loss only; steps where e, g and d did not step, `updated` False, not
+        for their losses) and returns the results of `names`."""
         logs = _global_sum(logs)
-        generative_weight = tf.cast(has_real, tf.float32)
+        weights = {"classifier_loss": 1.0, "accuracy": tf.cast(has_real, tf.float32)}
+        generative_weight = tf.cast(has_real if updated is None else updated, tf.float32)
         for name, value in logs.items():
-            weight = 1.0 if name == "classifier_loss" else generative_weight
+            weight = weights.get(name, generative_weight)
             self.trackers[name].update_state(value, sample_weight=weight)
         return {name: self.trackers[name].result() for name in names}

@@ -45,7 +45,8 @@ CSV_COLUMNS = ("method", "name", "n", "budget", "final_mean", "final_std", "aulc
 _METHOD_RESOLVED_KEYS = {"acquisition.acquisition", "acquisition.batchbald_samples",
                          "acquisition.temperature", "generator.generation",
                          "generator.optimizer", "generator.learning_rate", "generator.beta_1",
-                         "generator.pool_steps"}
+                         "generator.pool_steps", "generator.pool_steps_fresh",
+                         "generator.carry_over", "generator.update_every"}
 _PER_CELL_KEYS = {"seed", "acquisition.method", "strategy", "data.data_dir", "data.manual_dir"}
 
 
