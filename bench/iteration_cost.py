@@ -1,27 +1,30 @@
-r"""The cost of one active-learning iteration: `vaeacgan` against `bald`, phase by phase.
+r"""The cost of active-learning iterations: `vaeacgan` against `bald`, phase by phase.
 
-  python bench/iteration_cost.py [--models=cnn,resnet18 --resnet_width=0.25 --timed=2
-      --resnet_timed=1 --pool_steps=-1 --threads=0 --nobreakdown]
+  python bench/iteration_cost.py [--models=cnn,resnet18 --resnet_width=0.25 --timed=5
+      --resnet_timed=2 --pool_steps=-1 --pool_steps_fresh=-1 --carry_over=default
+      --update_every=0 --threads=0 --nobreakdown]
 
 One run, one machine, the same data (mnist5k, offline), the same initial labeled set, labels,
 acquisition size and epochs for both methods: the protocol of configs/study_mnist5k.flags (10
 labels per class to start, +50 per iteration out of a pool subset of 500, T = 20 MC samples, 30
 epochs of batch 50, Adam 1e-3, quarter-width generative networks; the methods' own defaults
-otherwise: 1,000 pool steps and persisted x' for vaeacgan) and, for ResNet18 at
---resnet_width, the two settings study_mnist5k_resnet18.flags changes (lr 1e-2, no weight decay).
+otherwise, e.g. vaeacgan's generator schedule: e, g, d carried over, 1,000 pool steps on the
+fresh e and g, 100 in later iterations, e, g, d on every 4th joint step; the flags above
+override it) and, for ResNet18 at --resnet_width, the two settings
+study_mnist5k_resnet18.flags changes (lr 1e-2, no weight decay).
 
 For each model and method the Learner comes from `experiment.make_learner` on a config resolved
-by `config.validate`, and its functions are called as `loop.run` calls them. Iteration 0 (build +
-fit on the initial labels) runs untimed; iterations 1..--timed (CNN; --resnet_timed for ResNet18)
-are timed phase by phase, the two methods' iterations alternating so that a change in the
-machine's load falls on both:
+by `config.validate`, and its functions are called as `loop.run` calls them (one model per run,
+reinitialized every iteration). Iteration 0 (build + fit on the initial labels) runs untimed;
+iterations 1..--timed (CNN; --resnet_timed for ResNet18) are timed phase by phase, the two
+methods' iterations alternating so that a change in the machine's load falls on both:
 
   prepare     the pool phase of the previous iteration's model (vaeacgan's fit_on_pool)
   score       `loop.select`: MC-dropout BALD of the pool subset and the top-K
   generate    x' = g(e(x*)) for the acquired x*
   diag_score  BALD of x* and x' (loop._generate's Proposition 2.1 diagnostics)
   plot        loop._generate's x* | x' sample grid
-  build       a fresh model (weights seeded by the iteration)
+  build       the iteration's fresh state (weights seeded by the iteration)
   fit         training on labeled (+ stored generated) rows
   evaluate    test accuracy
 
@@ -30,15 +33,18 @@ seconds TensorFlow spent building tf.function graphs in it (TF's own graph-build
 outermost functions only; graph optimisation at the first call is not in it) and the number of
 graphs traced. For the model fits (`fit`, and the pool phase's fit inside `prepare`), a per-batch
 timer splits the fit into the first step (tracing, graph optimisation, first execution), the
-other steps (from one batch's begin to the next's) and the rest (per-epoch iterator set-up and
-epoch ends). Iteration 2 repeats the phases on a labeled set 50 larger: a phase traced once and
-reused would show trace_s ~0 there; every phase of today's loop traces again.
+other steps (from one batch's begin to the next's) and the rest.
 
 --breakdown times the parts of vaeacgan's joint train_step on one batch of the CNN's iteration-1
 rows (warm: each part its own tf.function, traced before timing), beside bald's train_step.
 
-The last two lines are `resnet18_vaeacgan_over_bald=<ratio>` and `vaeacgan_over_bald=<ratio>`:
-the total wall time of iteration 1 of vaeacgan over bald's (ResNet18, then the CNN).
+The compute floor counts the FLOPs of the ops each step's graph runs and charges vaeacgan's
+extra FLOPs at the rate of bald's own warm train_step: `classifier_only` is what vaeacgan's
+classifier alone must compute (it trains on the stored x' too), the floor adds e, g and d and
+the pool phase. The last lines are `resnet18_vaeacgan_over_bald=<ratio>` and
+`vaeacgan_over_bald=<ratio>`: the total wall time of the timed iterations of vaeacgan over
+bald's (a whole run of the study protocol for the CNN: iterations 1 to 5), ResNet18, then the
+CNN; the line before each gives the floors and the first and later iterations alone.
 """
 
 from __future__ import annotations
@@ -66,10 +72,11 @@ from tf_bgadl.state import GeneratedSet, initial_state  # noqa: E402
 _MODELS = flags.DEFINE_list("models", ["cnn", "resnet18"], "Classifiers (cnn, resnet18).")
 _METHODS = ("vaeacgan", "bald")
 _RESNET_WIDTH = flags.DEFINE_float("resnet_width", 0.25, "ResNet18's width multiplier.")
-_TIMED = flags.DEFINE_integer("timed", 2, "CNN: iterations timed after the untimed iteration 0 "
-                              "(2: iteration 1 and 2, to see what is paid again).")
-_RESNET_TIMED = flags.DEFINE_integer("resnet_timed", 1, "ResNet18: iterations timed (1 keeps "
-                                     "the bench near 10 minutes on 2 loaded cores).")
+_TIMED = flags.DEFINE_integer("timed", 5, "CNN: iterations timed after the untimed iteration 0 "
+                              "(5: the whole run of the study protocol).")
+_RESNET_TIMED = flags.DEFINE_integer("resnet_timed", 2, "ResNet18: iterations timed (2: the "
+                                     "first, with the fresh generator's pool phase, and one "
+                                     "with carried-over e and g).")
 _INITIAL = flags.DEFINE_integer("initial_per_class", 10, "Initial labels per class.")
 _ACQUIRE = flags.DEFINE_integer("acquire_per_iteration", 50, "Labels acquired per iteration.")
 _POOL_SUBSET = flags.DEFINE_integer("pool_subset", 500, "Pool images scored per iteration.")
@@ -77,8 +84,14 @@ _MC = flags.DEFINE_integer("mc_samples", 20, "MC-dropout samples T.")
 _EPOCHS = flags.DEFINE_integer("epochs", 30, "Epochs per iteration.")
 _BATCH = flags.DEFINE_integer("batch_size", 50, "Training batch size.")
 _GAN_WIDTH = flags.DEFINE_float("gan_width_multiplier", 0.25, "Width of e, g, d.")
-_POOL_STEPS = flags.DEFINE_integer("pool_steps", -1, "vaeacgan's pool steps (-1: the method's "
-                                   "default, 1000).")
+_POOL_STEPS = flags.DEFINE_integer("pool_steps", -1, "vaeacgan's --gan_pool_steps (-1: the "
+                                   "method's default).")
+_POOL_STEPS_FRESH = flags.DEFINE_integer("pool_steps_fresh", -1, "vaeacgan's "
+                                         "--gan_pool_steps_fresh (-1: the method's default).")
+_CARRY_OVER = flags.DEFINE_enum("carry_over", "default", ["default", "true", "false"],
+                                "vaeacgan's --gan_carry_over.")
+_UPDATE_EVERY = flags.DEFINE_integer("update_every", 0, "vaeacgan's --gan_update_every (0: the "
+                                     "method's default).")
 _THREADS = flags.DEFINE_integer("threads", 0, "TF intra- and inter-op threads (0: TF's "
                                 "default).")
 _SEED = flags.DEFINE_integer("seed", 1, "The run's seed (the studies use 1, 2, 3).")
@@ -197,7 +210,11 @@ def _make_config(model_name: str, method: str) -> config_lib.ExperimentConfig:
             mc_samples=_MC.value),
         generator=config_lib.GeneratorConfig(
             width_multiplier=_GAN_WIDTH.value, optimizer="adam", learning_rate=1e-3,
-            lr_halving_epochs=0, pool_steps=_POOL_STEPS.value if method == "vaeacgan" else -1),
+            lr_halving_epochs=0,
+            **(dict(pool_steps=_POOL_STEPS.value, pool_steps_fresh=_POOL_STEPS_FRESH.value,
+                    carry_over={"default": None, "true": True, "false": False}[
+                        _CARRY_OVER.value],
+                    update_every=_UPDATE_EVERY.value) if method == "vaeacgan" else {})),
         iterations=_timed_iterations(model_name), seed=_SEED.value))
 
 
@@ -337,7 +354,7 @@ def breakdown(vae: dict, bald: dict, dataset) -> list[str]:
     real = tf.constant((~vae["is_generated"][pick]).astype(np.float32))
     rows, weight_total = model._real_rows(x, y, real)
     y_onehot = tf.one_hot(rows.labels, model.num_classes)
-    z = tf.random.normal([tf.shape(rows.images)[0], model.latent_dim])
+    z = tf.random.stateless_normal([tf.shape(rows.images)[0], model.latent_dim], seed=[0, 0])
     fake = model.generator([z, y_onehot], training=False)
 
     def generative_gradients():
@@ -454,18 +471,24 @@ def compute_floor(model_name: str, vae: dict, bald: dict) -> dict:
                               _BREAKDOWN_REPEATS.value) / 1e3
     seconds_per_flop = bald_step_s / (per_row["bald_step"] * n)
     out = {"per_row": per_row, "bald_step_ms": 1e3 * bald_step_s, "iterations": []}
+    update_every = model.update_every
     for v, b in zip(results_of(model_name, "vaeacgan"), results_of(model_name, "bald")):
         epochs = _EPOCHS.value
         bald_fit = epochs * b["labeled"] * per_row["bald_step"]
-        vae_fit = epochs * (v["rows"] * per_row["c_step"] + v["labeled"] * per_row["egd_step"])
+        c_fit = epochs * v["rows"] * per_row["c_step"]
+        vae_fit = c_fit + epochs * v["labeled"] * per_row["egd_step"] / update_every
         pool_rows = v["fits"].get("prepare", {}).get("steps", 0) * n
         pool = pool_rows * per_row["pool_step"]
+        classifier_only = b["total"] + (c_fit - bald_fit) * seconds_per_flop
         without_pool = b["total"] + (vae_fit - bald_fit) * seconds_per_flop
         out["iterations"].append({
             "iteration": v["iteration"], "fit_flops_ratio": vae_fit / bald_fit,
             "pool_flops_over_bald_fit": pool / bald_fit,
+            "classifier_only": classifier_only / b["total"],
             "floor_without_pool": without_pool / b["total"],
             "floor": (without_pool + pool * seconds_per_flop) / b["total"],
+            "floor_s": without_pool + pool * seconds_per_flop, "bald_s": b["total"],
+            "classifier_only_s": classifier_only,
             "measured": v["total"] / b["total"]})
     return out
 
@@ -488,7 +511,8 @@ def floor_lines(model_name: str, floor: dict) -> list[str]:
         lines.append(
             f"  {model_name:<9} it{it['iteration']}: fit FLOPs {it['fit_flops_ratio']:.2f}x "
             f"bald's, pool phase {it['pool_flops_over_bald_fit']:.2f}x bald's fit; floor of "
-            f"vaeacgan/bald {it['floor_without_pool']:.2f} without any pool phase, "
+            f"vaeacgan/bald {it['classifier_only']:.2f} for the classifier's rows alone (no "
+            f"e/g/d work at all), {it['floor_without_pool']:.2f} without any pool phase, "
             f"{it['floor']:.2f} with this one (measured {it['measured']:.2f})")
     return lines
 
@@ -516,7 +540,10 @@ def main(argv):
           f"{_INITIAL.value}/class to start, +{_ACQUIRE.value} of {_POOL_SUBSET.value} scored, "
           f"T={_MC.value}, {_EPOCHS.value} epochs of batch {_BATCH.value}, adam; seed "
           f"{_SEED.value}; vaeacgan: generation={vae_config.generator.generation} "
+          f"carry_over={vae_config.generator.carry_over} "
+          f"pool_steps_fresh={vae_config.generator.pool_steps_fresh} "
           f"pool_steps={vae_config.generator.pool_steps} "
+          f"update_every={vae_config.generator.update_every} "
           f"gan_width={vae_config.generator.width_multiplier} kl_weight="
           f"{vae_config.generator.kl_weight}; resnet18 width {_RESNET_WIDTH.value} (lr 1e-2, "
           "no weight decay)", flush=True)
@@ -571,26 +598,29 @@ def main(argv):
         for line in floor_lines(m, floor):
             print(line)
     print(f"bench wall time {time.perf_counter() - start:.0f}s; load1={os.getloadavg()[0]:.2f}")
-    for model_name in _MODELS.value:
-        later = [f"it{r['iteration']} {v['total'] / r['total']:.3f}" for r, v in zip(
-            results[f"{model_name}/bald"][1:], results[f"{model_name}/vaeacgan"][1:])]
-        if later:
-            print(f"{model_name}: vaeacgan/bald in later iterations: {', '.join(later)}")
+    print("vaeacgan/bald per iteration, wall (CPU) seconds:")
+    run = {}
     for m in _MODELS.value:
-        cpu = results[f"{m}/vaeacgan"][0]["cpu_total"] / results[f"{m}/bald"][0]["cpu_total"]
-        print(f"{m}: vaeacgan/bald in CPU seconds, iteration 1: {cpu:.3f}")
-    ratios = {m: results[f"{m}/vaeacgan"][0]["total"] / results[f"{m}/bald"][0]["total"]
-              for m in _MODELS.value}
-    for m in [m for m in ratios if m != "cnn"]:
-        print(f"{m}_vaeacgan_over_bald={ratios[m]:.3f}")
-    for m, floor in floors.items():
+        vae, bald = results[f"{m}/vaeacgan"], results[f"{m}/bald"]
+        cells = [f"it{v['iteration']} {v['total'] / b['total']:.3f} "
+                 f"({v['cpu_total'] / b['cpu_total']:.3f})" for v, b in zip(vae, bald)]
+        print(f"  {m:<9} " + ", ".join(cells))
+        run[m] = sum(v["total"] for v in vae) / sum(b["total"] for b in bald)
+        floor_run = (sum(it["floor_s"] for it in floors[m]["iterations"])
+                     / sum(it["bald_s"] for it in floors[m]["iterations"]))
+        classifier_run = (sum(it["classifier_only_s"] for it in floors[m]["iterations"])
+                          / sum(it["bald_s"] for it in floors[m]["iterations"]))
+        steady = [v["total"] / b["total"] for v, b in zip(vae[1:], bald[1:])]
         prefix = "" if m == "cnn" else f"{m}_"
-        first = floor["iterations"][0]
-        print(f"{prefix}floor_without_pool_phase={first['floor_without_pool']:.3f} "
-              f"{prefix}floor_with_pool_phase={first['floor']:.3f}")
-    if "cnn" in ratios:
-        print(f"vaeacgan_over_bald={ratios['cnn']:.3f}")
-
+        print(f"{prefix}floor_run={floor_run:.3f} {prefix}classifier_only_floor_run="
+              f"{classifier_run:.3f} {prefix}iteration1_vaeacgan_over_bald="
+              f"{vae[0]['total'] / bald[0]['total']:.3f}"
+              + (f" {prefix}later_iterations_vaeacgan_over_bald={np.mean(steady):.3f}"
+                 if steady else ""))
+    for m in [m for m in run if m != "cnn"]:
+        print(f"{m}_vaeacgan_over_bald={run[m]:.3f}")
+    if "cnn" in run:
+        print(f"vaeacgan_over_bald={run['cnn']:.3f}")
 
 if __name__ == "__main__":
     app.run(main)
