@@ -142,3 +142,29 @@ def test_optimizer_assign_from_and_reset():
     plain.build(variables)
     with pytest.raises(ValueError, match="cannot assign"):
         constant.assign_from(plain)
+
+
+def test_image_dataset_orders_depend_on_the_seed_alone():
+    """Every pass is a permutation of the rows, batched on its own, drawn from the shuffle seed
+    alone (TensorFlow's global seed is never set by a run); autotuning is off."""
+    images = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1)
+    labels = np.arange(10)
+
+    def passes(seed):
+        ds = training.image_dataset(images, (labels, labels * 2), 4, shuffle_seed=seed, epochs=3)
+        assert ds.options().autotune.enabled is False
+        batches = [(x.numpy(), y.numpy(), z.numpy()) for x, (y, z) in ds]
+        assert [len(y) for _, y, _ in batches] == [4, 4, 2] * 3
+        for x, y, z in batches:
+            np.testing.assert_array_equal(np.round(x[:, 0, 0, 0] * 255), y)
+            np.testing.assert_array_equal(z, 2 * y)
+        return [np.concatenate([y for _, y, _ in batches[3 * e:3 * e + 3]]) for e in range(3)]
+
+    first = passes(5)
+    tf.random.set_seed(123)  # the global seed changes nothing
+    assert all(np.array_equal(a, b) for a, b in zip(first, passes(5)))
+    assert all(sorted(p.tolist()) == list(range(10)) for p in first)
+    assert not np.array_equal(first[0], first[1])
+    assert not all(np.array_equal(a, b) for a, b in zip(first, passes(6)))
+    ordered = [y.numpy() for _, y in training.image_dataset(images, labels, 4)]
+    np.testing.assert_array_equal(np.concatenate(ordered), labels)

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from tf_bgadl import multi_worker
+from tf_bgadl.config import ExperimentConfig
 
 
 def _config(workers, task_type="worker", index=0, chief=None):
@@ -78,6 +79,21 @@ def _run_workers(workdir, data_dir, *extra):
             p.kill()
     for p, out in zip(procs, outputs):
         assert p.returncode == 0, out[-3000:]
+
+
+def test_workers_with_other_progress_or_flags_are_refused():
+    config = ExperimentConfig().to_dict()
+    other_host = {**config, "data": {**config["data"], "data_dir": "/elsewhere"}}
+    other_flags = {**config, "train": {**config["train"], "epochs": 3}}
+    fingerprint = multi_worker.config_fingerprint(config)
+    assert multi_worker.config_fingerprint(other_host) == fingerprint  # a host's own path
+    assert multi_worker.config_fingerprint(other_flags) != fingerprint
+    multi_worker.check_same_start([[2, fingerprint], [2, fingerprint]])
+    with pytest.raises(multi_worker.ClusterError, match=r"different progress .*\[1, 2\]"):
+        multi_worker.check_same_start([[2, fingerprint], [1, fingerprint]])
+    with pytest.raises(multi_worker.ClusterError, match="different configs"):
+        multi_worker.check_same_start(
+            [[2, fingerprint], [2, multi_worker.config_fingerprint(other_flags)]])
 
 
 @pytest.mark.slow

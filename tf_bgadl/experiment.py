@@ -282,7 +282,8 @@ def _train_and_evaluate(config, workdir, strategy, allow_replica_change, test_sp
                                       y_test=dataset.y_test[:0])
     if config.strategy == "multi_worker":
         state, _, _, _ = loop.load_progress(workdir, dataset.image_shape)
-        multi_worker.check_same_progress(strategy, -1 if state is None else state.iteration)
+        multi_worker.check_same_progress(strategy, -1 if state is None else state.iteration,
+                                         config.to_dict())
     events = event_log.EventLog(workdir)
     learner = make_learner(config, dataset.image_shape, dataset.num_classes, strategy, events)
     return loop.run(config, workdir, dataset, learner, on_iteration=events.iteration,

@@ -166,11 +166,43 @@ def remove_worker_workdir(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def check_same_progress(strategy, iteration: int) -> None:
-    """Raises ClusterError unless every worker resumes after the same `iteration` (-1: none).
+# Config keys that may differ between hosts (each host's own paths).
+HOST_KEYS = ("data.data_dir", "data.manual_dir")
 
-    Workers that see different files (a workdir that is not on a shared file system) would
-    otherwise wait for each other forever in their first collective operation.
+
+def config_fingerprint(config: Mapping) -> int:
+    """A 63-bit digest of an `ExperimentConfig` dict without its `HOST_KEYS`: equal on every
+    worker of one run."""
+    import hashlib  # pylint: disable=import-outside-toplevel
+    shared = {section: ({k: v for k, v in values.items() if f"{section}.{k}" not in HOST_KEYS}
+                        if isinstance(values, Mapping) else values)
+              for section, values in config.items()}
+    digest = hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def check_same_start(rows) -> None:
+    """Raises ClusterError unless every worker's (last finished iteration, config fingerprint)
+    row is the same (`rows`: one per worker)."""
+    iterations = sorted({int(r[0]) for r in rows})
+    if len(iterations) > 1:
+        raise ClusterError(
+            f"the workers see different progress in --workdir (last finished iterations "
+            f"{iterations}, -1 = none): every host must see the chief's workdir, on a shared "
+            "file system, for a multi-worker run to resume")
+    if len({int(r[1]) for r in rows}) > 1:
+        raise ClusterError(
+            "the workers were started with different configs: give every host the same flags "
+            f"(only {', '.join('--' + k.split('.')[1] for k in HOST_KEYS)} may differ)")
+
+
+def check_same_progress(strategy, iteration: int, config: Mapping | None = None) -> None:
+    """Raises ClusterError unless every worker resumes after the same `iteration` (-1: none)
+    with the same config (`config_fingerprint` of the `ExperimentConfig` dict, when given).
+
+    Workers that see different files (a workdir that is not on a shared file system), or that
+    were given different flags, would otherwise wait for each other forever in their first
+    collective operation, or compute a mix of two runs.
     """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
@@ -178,9 +210,6 @@ def check_same_progress(strategy, iteration: int) -> None:
     def gather(value):
         return strategy.gather(strategy.run(tf.identity, args=(value,)), axis=0)
 
-    seen = sorted(set(gather(tf.constant([iteration], tf.int64)).numpy().tolist()))
-    if len(seen) > 1:
-        raise ClusterError(
-            f"the workers see different progress in --workdir (last finished iterations "
-            f"{seen}, -1 = none): every host must see the chief's workdir, on a shared file "
-            "system, for a multi-worker run to resume")
+    fingerprint = config_fingerprint(config) if config is not None else 0
+    rows = gather(tf.constant([[iteration, fingerprint]], tf.int64)).numpy()
+    check_same_start(rows.tolist())
