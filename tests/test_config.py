@@ -57,3 +57,35 @@ def test_from_dict_rejects_unknown_keys():
     values["model"]["depth"] = 50
     with pytest.raises(ConfigError, match="depth"):
         ExperimentConfig.from_dict(values)
+
+
+@pytest.mark.parametrize("generator, method, expected", [
+    ({}, "vaeacgan", dict(carry_over=True, pool_steps=100, pool_steps_fresh=1000,
+                          update_every=4)),
+    (dict(pool_steps=7), "vaeacgan", dict(carry_over=True, pool_steps=7, pool_steps_fresh=0,
+                                          update_every=4)),
+    (dict(pool_steps=7, pool_steps_fresh=9, carry_over=False, update_every=2), "vaeacgan",
+     dict(carry_over=False, pool_steps=7, pool_steps_fresh=9, update_every=2)),
+    (dict(generation="online"), "vaeacgan", dict(update_every=1)),
+    ({}, "acgan", dict(carry_over=False, pool_steps=0, pool_steps_fresh=0, update_every=1)),
+    ({}, "bald", dict(carry_over=False, pool_steps=0, pool_steps_fresh=0, update_every=1)),
+])
+def test_generator_schedule_resolves_to_the_method_unless_set(generator, method, expected):
+    config = config_lib.validate(ExperimentConfig(
+        acquisition=AcquisitionConfig(method=method),
+        generator=config_lib.GeneratorConfig(**generator)))
+    assert {k: getattr(config.generator, k) for k in expected} == expected
+    assert config_lib.validate(config) == config  # resolved once for all
+
+
+def test_a_config_json_without_update_every_reads_as_every_step():
+    """Runs recorded before --gan_update_every existed stepped e, g and d on every joint step:
+    that is what their config.json reads as, not today's default of 4."""
+    old = config_lib.validate(ExperimentConfig(
+        generator=config_lib.GeneratorConfig(update_every=1))).to_dict()
+    del old["generator"]["update_every"]
+    same = config_lib.validate(ExperimentConfig(
+        generator=config_lib.GeneratorConfig(update_every=1))).to_dict()
+    assert config_lib.config_differences(old, same) == []
+    today = config_lib.validate(ExperimentConfig()).to_dict()
+    assert ("generator.update_every", 1, 4) in config_lib.config_differences(old, today)

@@ -56,11 +56,11 @@ def _run(config, digits, workdir, fresh):
 
 
 @pytest.mark.parametrize("method, changes", [
-    ("bald", {}),
     ("bald", {"train": {"lr_halving_epochs": 1, "weight_decay_numerator": 3.5}}),
-    ("vaeacgan", {}),
-    ("vaeacgan", {"generator": {"carry_over": True, "pool_steps_fresh": 6}}),
-    ("acgan", {"warm_start": True}),
+    ("vaeacgan", {"generator": {"pool_steps_fresh": 6}}),  # carried over, every 4th step
+    pytest.param("vaeacgan", {"generator": {"carry_over": False, "update_every": 1}},
+                 marks=pytest.mark.slow),
+    pytest.param("acgan", {"warm_start": True}, marks=pytest.mark.slow),
 ])
 def test_the_reused_model_computes_what_new_models_compute(digits, data_dir, tmp_path, method,
                                                            changes):
@@ -168,3 +168,29 @@ def test_image_dataset_orders_depend_on_the_seed_alone():
     assert not all(np.array_equal(a, b) for a, b in zip(first, passes(6)))
     ordered = [y.numpy() for _, y in training.image_dataset(images, labels, 4)]
     np.testing.assert_array_equal(np.concatenate(ordered), labels)
+    with pytest.raises(ValueError, match="epochs=3 passes need a shuffle_seed"):
+        training.image_dataset(images, labels, 4, epochs=3)
+
+
+def test_gan_halving_counts_the_optimizer_s_own_steps():
+    """With --gan_update_every=4, e, g and d step on a quarter of the joint steps: their rate
+    still halves every lr_halving_epochs epochs."""
+    config = TrainConfig(optimizer="adam", learning_rate=1.0, lr_halving_epochs=2, batch_size=10)
+    every_step = training.make_optimizer(config, num_examples=80)             # 8 steps/epoch
+    quarter = training.make_optimizer(config, num_examples=80, update_every=4)
+    assert int(every_step._halving.halving_steps.numpy()) == 16  # pylint: disable=protected-access
+    assert int(quarter._halving.halving_steps.numpy()) == 4  # pylint: disable=protected-access
+
+
+def test_joint_probabilities_take_another_seed_per_call(digits):
+    from tf_bgadl import inference  # pylint: disable=import-outside-toplevel
+    from tf_bgadl.models import build_classifier  # pylint: disable=import-outside-toplevel
+    model = build_classifier("cnn", num_classes=10, input_shape=digits.image_shape,
+                             dropout_rate=0.5, seed=0)
+    ids, images = np.arange(6), digits.x_train[:6]
+    built_with_5 = inference.make_joint_probabilities(model, mc_samples=4, seed=5)(ids, images)
+    reused = inference.make_joint_probabilities(model, mc_samples=4, seed=1)
+    np.testing.assert_array_equal(reused(ids, images, seed=5), built_with_5)
+    assert not np.array_equal(reused(ids, images), built_with_5)
+    with pytest.raises(ValueError, match="seed=-1"):
+        reused(ids, images, seed=-1)

@@ -78,9 +78,10 @@ LEGACY_VALUES = {"generator.update_every": 1}
 
 
 def with_current_defaults(stored: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored `ExperimentConfig` dict with its missing `BACKFILLED_KEYS` filled as the
-    current code fills them (default, then `validate`'s resolution for the method); every other
-    key as stored. A dict that is not a valid config is returned as is."""
+    """A stored `ExperimentConfig` dict with its missing `LEGACY_VALUES` keys filled with the
+    value those runs had, and its missing `BACKFILLED_KEYS` as the current code fills them
+    (default, then `validate`'s resolution for the method); every other key as stored. A dict
+    that is not a valid config is returned as is."""
     sections = {key: key.split(".") for key in (*BACKFILLED_KEYS, *LEGACY_VALUES)}
     missing = [key for key, (section, name) in sections.items()
                if isinstance(stored.get(section), Mapping) and name not in stored[section]]

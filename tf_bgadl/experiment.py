@@ -69,8 +69,9 @@ def stream_seed(seed: int, iteration: int, stream: str) -> int:
 
 
 def seed_initial_weights(seed: int) -> None:
-    """Seeds what Keras' initializers draw from (Python's and NumPy's global generators), as
-    `keras.utils.set_random_seed` does, but leaves TensorFlow's global seed alone: setting it
+    """Seeds Python's global generator, which Keras' initializers draw their seeds from (and
+    NumPy's), as `keras.utils.set_random_seed` does, but leaves TensorFlow's global seed and
+    Keras' global SeedGenerator alone (no op of a run draws from them): setting the former
     clears every traced function's instantiation (`tf.random.set_seed`), which the next call
     then optimises again (seconds per iteration), and nothing of a run reads it (every random
     op is seeded explicitly: dropout, latent noise, PMDA, MC scoring, the data order)."""
@@ -134,7 +135,7 @@ def make_learner(config: config_lib.ExperimentConfig, image_shape: tuple[int, in
             seed=seed_of(iteration, "latent"), width_multiplier=gen.width_multiplier,
             kl_weight=gen.kl_weight, update_every=gen.update_every)
         gan_optimizer = lambda: training.make_optimizer(  # noqa: E731
-            gan_train, num_rows, beta_1=gen.beta_1)
+            gan_train, num_rows, beta_1=gen.beta_1, update_every=gen.update_every)
         model.compile(c_optimizer=c_optimizer, g_optimizer=gan_optimizer(),
                       d_optimizer=gan_optimizer(),
                       e_optimizer=gan_optimizer() if method.uses_encoder else None)
@@ -183,9 +184,9 @@ def make_learner(config: config_lib.ExperimentConfig, image_shape: tuple[int, in
     def pool_phase(model, iteration, unlabeled):
         # The pool phase of the model of `iteration`, run by the loop before the next
         # iteration scores the pool. Encoder and decoder that started fresh (iteration 0, or
-        # every iteration without carry-over) get `pool_steps_fresh` steps; carried-over ones
-        # `pool_steps`.
-        fresh = iteration == 0 or not gen.carry_over
+        # every iteration without carry-over or warm start) get `pool_steps_fresh` steps;
+        # carried-over ones `pool_steps`.
+        fresh = iteration == 0 or not (gen.carry_over or config.warm_start)
         steps = gen.pool_steps_fresh or gen.pool_steps if fresh else gen.pool_steps
         if not steps or not len(unlabeled):
             return {}

@@ -72,8 +72,9 @@ def _map_pool(replica_fn: Callable, strategy: tf.distribute.Strategy, batch_size
               before_call: Callable[[], None] | None = None) -> Callable:
     """`fn(ids, images, *args) -> outputs [N, ...]` in the order of `ids`, from
     `replica_fn(images float32 [B, H, W, C], *args) -> [B, ...]` run on every batch inside one
-    `tf.function` replicated by `strategy` (traced once: `args` are tensors, e.g. a seed). Ids travel with their images through the distributed dataset and come back with
-    their outputs, so outputs stay tied to sample identity whatever the order in which replicas
+    `tf.function` replicated by `strategy` (traced once: `args` are tensors, e.g. a seed).
+    Ids travel with their images through the distributed dataset and come back with their
+    outputs, so outputs stay tied to sample identity whatever the order in which replicas
     return them. The pool is read batch by batch (`_pool_dataset`): memory beyond the outputs
     grows with the batch, not with the pool. A last batch with fewer rows than replicas is
     padded (the padding's outputs are dropped), and an empty pool gives empty outputs [0, ...].

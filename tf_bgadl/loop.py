@@ -102,6 +102,11 @@ def check_workdir_config(config: ExperimentConfig, workdir: str, *,
         if any(d.startswith("num_replicas:") for d in differences):
             differences.append("(a resume on another number of replicas changes BatchNorm "
                                "synchronisation; pass --allow_replica_change to accept it)")
+        if any(d.startswith(("generator.carry_over:", "generator.pool_steps"))
+               for d in differences):
+            differences.append("(vaeacgan's generator schedule before its defaults changed: "
+                               "--nogan_carry_over --gan_pool_steps=1000 "
+                               "--gan_pool_steps_fresh=0 --gan_update_every=1)")
         if differences:
             raise ConfigError(f"--workdir={workdir} holds a run with another config; use a new "
                               "workdir or the same flags. Differences:\n  "

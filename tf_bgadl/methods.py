@@ -100,7 +100,9 @@ def inapplicable_flags(method: Method) -> tuple[str, ...]:
     if method.acquisition == RANDOM:
         names += ["acquisition", "batchbald_samples", "acquisition_temperature"]
     if not method.generative:
-        names += ["generation", "gan_update_every"]
+        names.append("generation")
+    if method.generation != "persisted":  # online generation trains C on g's samples each step
+        names.append("gan_update_every")
     if not method.uses_encoder:
         names += ["gan_pool_steps", "gan_pool_steps_fresh"]
     return tuple(names)

@@ -83,8 +83,9 @@ def cell_config(base: config_lib.ExperimentConfig,
                                           temperature=defaults.acquisition.temperature)
     generator = base.generator
     if "generation" in skipped:
-        generator = dataclasses.replace(generator, generation=defaults.generator.generation,
-                                        update_every=defaults.generator.update_every)
+        generator = dataclasses.replace(generator, generation=defaults.generator.generation)
+    if "gan_update_every" in skipped:
+        generator = dataclasses.replace(generator, update_every=defaults.generator.update_every)
     if "gan_pool_steps" in skipped:
         generator = dataclasses.replace(generator, pool_steps=defaults.generator.pool_steps,
                                         pool_steps_fresh=defaults.generator.pool_steps_fresh)

@@ -93,8 +93,9 @@ class _CoupledL2:
         `assign_from` assigns)."""
         config = {k: v for k, v in self.get_config().items()
                   if k not in ("name", "l2", "learning_rate")}
+        halving = self._halving
         return {**config, "class": type(self).__name__, "decays": self._decays,
-                "halving": self._halving is not None}
+                "halving": None if halving is None else halving.initial_learning_rate}
 
     def assign_from(self, other: "_CoupledL2") -> None:
         """Takes every piece of `other`'s state: its variables (iterations, slots, learning
@@ -128,7 +129,8 @@ class L2SGD(_CoupledL2, keras.optimizers.SGD):
 
 
 def make_optimizer(config: TrainConfig, num_examples: int, *, decay_count: int | None = None,
-                   beta_1: float | None = None) -> keras.optimizers.Optimizer:
+                   beta_1: float | None = None,
+                   update_every: int = 1) -> keras.optimizers.Optimizer:
     """The classifier optimizer of the reference code, with its schedule and weight decay.
 
     Args:
@@ -138,6 +140,9 @@ def make_optimizer(config: TrainConfig, num_examples: int, *, decay_count: int |
       decay_count: N of the weight decay `weight_decay_numerator / N` (the oracle-labeled
         count, docs/protocol.md); defaults to `num_examples`.
       beta_1: Adam's beta_1 (None: Keras' 0.9); ignored by the other optimizers.
+      update_every: the optimizer steps on every update_every-th training step only (e, g and
+        d with `--gan_update_every`): its halving period counts its own steps, so that the
+        rate still halves every `lr_halving_epochs` epochs.
 
     Learning rate halved every `lr_halving_epochs` epochs; L2 weight decay added to the
     gradients, as PyTorch's `weight_decay` in the reference code does.
@@ -145,7 +150,8 @@ def make_optimizer(config: TrainConfig, num_examples: int, *, decay_count: int |
     steps_per_epoch = max(1, int(np.ceil(num_examples / config.batch_size)))
     lr = config.learning_rate
     if config.lr_halving_epochs:
-        lr = HalvingSchedule(config.learning_rate, config.lr_halving_epochs * steps_per_epoch)
+        own_steps = -(-steps_per_epoch // update_every)  # its steps per epoch
+        lr = HalvingSchedule(config.learning_rate, config.lr_halving_epochs * own_steps)
     l2 = config.weight_decay_numerator / max(1, decay_count or num_examples)
     if config.optimizer == "adadelta":
         return L2Adadelta(lr, rho=0.9, epsilon=1e-6, l2=l2)
@@ -234,6 +240,9 @@ def image_dataset(images: np.ndarray, targets, batch_size: int, *,
     """
     n = len(images)
     if shuffle_seed is None:
+        if epochs != 1:
+            raise ValueError(f"epochs={epochs} passes need a shuffle_seed (without one the rows "
+                             "are read once, in their order)")
         orders = np.arange(n, dtype=np.int64)[None]
     else:
         rng = np.random.default_rng(shuffle_seed)
@@ -311,12 +320,3 @@ def evaluate_accuracy(model: keras.Model, images: np.ndarray, labels: np.ndarray
                       strategy: tf.distribute.Strategy | None = None) -> float:
     """Top-1 accuracy of the deterministic model (`make_evaluator`, traced for this call)."""
     return make_evaluator(model, batch_size, strategy)(images, labels)
-
-
-def predict_probabilities(model, images: np.ndarray, batch_size: int = 500,
-                          strategy: tf.distribute.Strategy | None = None) -> np.ndarray:
-    """Deterministic predictive probabilities float32 [N, C] of an `MCClassifier` (dropout off,
-    BatchNorm in inference mode) for uint8 images [N, H, W, C], in the order of `images`."""
-    from tf_bgadl import inference  # pylint: disable=import-outside-toplevel
-    predict = inference.make_predictor(model, strategy=strategy, batch_size=batch_size)
-    return predict(np.arange(len(images)), images)

@@ -389,9 +389,12 @@ class VAEACGAN(keras.Model):
         self._unsaved = _NotSaved(reconstruction_optimizers=reconstruction, train_functions={})
         self.train_function = None
 
-    @property
     def reconstruction_optimizers(self) -> dict:
-        """The optimizers of e and g in the reconstruction phase (empty without an encoder)."""
+        """The optimizers of e and g in the reconstruction phase (empty without an encoder).
+
+        A method, not a property: Keras' weight saving walks every attribute and property of a
+        model and would save a dict of optimizers it reaches (they start fresh in every pool
+        phase; there is nothing to save)."""
         return self._unsaved.reconstruction_optimizers
 
     def reset_reconstruction_optimizers(self) -> None:
@@ -400,12 +403,12 @@ class VAEACGAN(keras.Model):
         statistics (from adversarial and auxiliary-class gradients) do not shrink its steps
         (README, "A generator that works at CPU scale")."""
         from tf_bgadl.training import reset_optimizer  # pylint: disable=import-outside-toplevel
-        for optimizer in self.reconstruction_optimizers.values():
+        for optimizer in self.reconstruction_optimizers().values():
             reset_optimizer(optimizer)
 
     def all_optimizers(self) -> list:
         """Every optimizer of the model, in a fixed order (joint phase, then reconstruction)."""
-        return [*self.optimizers.values(), *self.reconstruction_optimizers.values()]
+        return [*self.optimizers.values(), *self.reconstruction_optimizers().values()]
 
     def reseed(self, seed: int) -> None:
         """Restarts the latent-noise sequence from `seed`."""
@@ -590,7 +593,7 @@ class VAEACGAN(keras.Model):
             _, rec_mse, kl = self._reconstruct(rows, tf.one_hot(rows.labels, self.num_classes))
             rec_mse, kl = mean(rec_mse), mean(kl)
             losses = {"encoder": rec_mse + self.kl_weight * kl, "generator": rec_mse}
-        self._apply(tape, losses, self.reconstruction_optimizers)
+        self._apply(tape, losses, self.reconstruction_optimizers())
         del tape
         return {"encoder_loss": losses["encoder"], "reconstruction_mse": rec_mse, "kl": kl}
 
