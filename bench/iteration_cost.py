@@ -8,8 +8,8 @@ One run, one machine, the same data (mnist5k, offline), the same initial labeled
 acquisition size and epochs for both methods: the protocol of configs/study_mnist5k.flags (10
 labels per class to start, +50 per iteration out of a pool subset of 500, T = 20 MC samples, 30
 epochs of batch 50, Adam 1e-3, quarter-width generative networks; the methods' own defaults
-otherwise, e.g. vaeacgan's generator schedule: e, g, d carried over, 1,000 pool steps on the
-fresh e and g, 100 in later iterations, e, g, d on every 4th joint step; the flags above
+otherwise, e.g. vaeacgan's generator schedule: e, g, d carried over, 300 pool steps on the
+fresh e and g, 50 in later iterations, e, g, d on every 8th joint step; the flags above
 override it) and, for ResNet18 at --resnet_width, the two settings
 study_mnist5k_resnet18.flags changes (lr 1e-2, no weight decay).
 

@@ -57,7 +57,7 @@ def _run(config, digits, workdir, fresh):
 
 @pytest.mark.parametrize("method, changes", [
     ("bald", {"train": {"lr_halving_epochs": 1, "weight_decay_numerator": 3.5}}),
-    ("vaeacgan", {"generator": {"pool_steps_fresh": 6}}),  # carried over, every 4th step
+    ("vaeacgan", {"generator": {"pool_steps_fresh": 6}}),  # carried over, every 8th step
     pytest.param("vaeacgan", {"generator": {"carry_over": False, "update_every": 1}},
                  marks=pytest.mark.slow),
     pytest.param("acgan", {"warm_start": True}, marks=pytest.mark.slow),

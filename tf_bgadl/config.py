@@ -169,8 +169,8 @@ class GeneratorConfig:
     # iteration on the unlabeled pool (conditioned on the classifier's predicted class; no
     # oracle label is used). The paper's generator: kl_weight=1, pool_steps=0 (base.flags).
     kl_weight: float = 0.01
-    # None / -1 / 0 below: the method's default (methods.py; vaeacgan: carried over, 1000 pool
-    # steps on fresh e and g, then 100 per iteration, e, g, d on every 4th joint step).
+    # None / -1 / 0 below: the method's default (methods.py; vaeacgan: carried over, 300 pool
+    # steps on fresh e and g, then 50 per iteration, e, g, d on every 8th joint step).
     carry_over: bool | None = None
     pool_steps: int = -1
     # Pool steps when e and g start fresh (0: pool_steps; -1: the method's when pool_steps is

@@ -70,12 +70,12 @@ _BDA = dict(augmentation="acgan", generation="online", gan_optimizer="adam",
                    "for G and D")
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("vaeacgan", "AL w. VAEACGAN", SCORED, "vaeacgan", generation="persisted",
-           gan_optimizer="adadelta", gan_learning_rate=1.0, gan_beta_1=0.9, pool_steps=100,
-           pool_steps_fresh=1000, carry_over=True, update_every=4,
+           gan_optimizer="adadelta", gan_learning_rate=1.0, gan_beta_1=0.9, pool_steps=50,
+           pool_steps_fresh=300, carry_over=True, update_every=8,
            source="the paper: x' stored once per acquired x*; the authors' code: Adadelta for "
-                  "E, G, D; ours: e, g, d carried over between iterations, 1,000 "
-                  "encoder/decoder steps on the pool once, 100 in every later iteration, e, g "
-                  "and d stepping on every 4th joint step"),
+                  "E, G, D; ours: e, g, d carried over between iterations, 300 "
+                  "encoder/decoder steps on the pool once, 50 in every later iteration, e, g "
+                  "and d stepping on every 8th joint step"),
     Method("acgan", "AL w. ACGAN", SCORED, **_BDA),
     Method("pmda", "AL w. PMDA", SCORED, "pmda", source="classic augmentation"),
     Method("bald", "AL without DA", SCORED, "none", source="Gal et al. 2017"),

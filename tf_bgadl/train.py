@@ -104,6 +104,7 @@ _GAN_BETA_1 = flags.DEFINE_float(
 _GAN_HALVING = flags.DEFINE_integer("gan_lr_halving_epochs", 8, "Halve their LR every N epochs.")
 _KL_WEIGHT = flags.DEFINE_float("kl_weight", config_lib.GeneratorConfig.kl_weight,
                                 "beta: weight of the VAE's KL term (KL / pixels x beta). Ours.")
+_VAEACGAN = methods_lib.METHODS["vaeacgan"]  # the generator schedule's defaults, for the help
 _GAN_CARRY_OVER = flags.DEFINE_bool(
     "gan_carry_over", config_lib.GeneratorConfig.carry_over, "Carry e, g, d over from the "
     "previous iteration while the classifier restarts from fresh weights (unset: the "
@@ -112,17 +113,19 @@ _GAN_POOL_STEPS = flags.DEFINE_integer(
     "gan_pool_steps", config_lib.GeneratorConfig.pool_steps, "vaeacgan: encoder/decoder steps "
     "per iteration on unlabeled pool images, conditioned on the classifier's predicted class "
     "(no oracle label used); with --gan_carry_over, of the iterations whose encoder and "
-    "decoder were carried over; -1: the method's default (100 for vaeacgan, 0 for the "
-    "others). Ours.")
+    "decoder were carried over; -1: the method's default "
+    f"({_VAEACGAN.pool_steps} for vaeacgan, 0 for the others). Ours.")
 _GAN_POOL_STEPS_FRESH = flags.DEFINE_integer(
     "gan_pool_steps_fresh", config_lib.GeneratorConfig.pool_steps_fresh, "vaeacgan: the pool "
     "steps when the encoder and decoder start from fresh weights (iteration 0, or every "
     "iteration without --gan_carry_over); 0: --gan_pool_steps; -1: the method's default "
-    "(1000 for vaeacgan) when --gan_pool_steps is unset, else --gan_pool_steps. Ours.")
+    f"({_VAEACGAN.pool_steps_fresh} for vaeacgan) when --gan_pool_steps is unset, else "
+    "--gan_pool_steps. Ours.")
 _GAN_UPDATE_EVERY = flags.DEFINE_integer(
     "gan_update_every", config_lib.GeneratorConfig.update_every, "e, g and d take a step on "
     "every N-th joint step, the classifier on every one (1: every step, as the authors' code; "
-    "0: the method's default, 4 for vaeacgan; --generation=persisted only). Ours.")
+    f"0: the method's default, {_VAEACGAN.update_every} for vaeacgan; --generation=persisted "
+    "only). Ours.")
 _WARM_START = flags.DEFINE_bool("warm_start", False, "Start each iteration from the previous "
                                 "iteration's weights instead of fresh ones.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of everything random in the run.")
