@@ -83,6 +83,7 @@ def test_unprepared_offline_fails_fast_with_instructions(tmp_path, name):
     assert name in message and str(tmp_path) in message and "tf_bgadl.prepare_data" in message
 
 
+@pytest.mark.slow  # about 25 s alone (60,000 images prepared); .ci/run runs it
 @pytest.mark.skipif(not os.path.exists(os.path.join(FASHION_DIR, "train-images-idx3-ubyte.gz")),
                     reason="Debian package dataset-fashion-mnist is not installed")
 def test_real_fashion_mnist_from_debian_package(tmp_path):

@@ -33,6 +33,7 @@ def _results(workdir):
         return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow  # about 50 s alone: keeps the default run near 10 minutes; .ci/run runs it
 def test_train_end_to_end_under_mirrored_strategy(data_dir, tmp_path):
     workdir = str(tmp_path / "run")
     proc = run_module("tf_bgadl.train", *TINY, f"--data_dir={data_dir}", f"--workdir={workdir}",
