@@ -15,9 +15,12 @@ study_mnist5k_resnet18.flags changes (lr 1e-2, no weight decay).
 
 For each model and method the Learner comes from `experiment.make_learner` on a config resolved
 by `config.validate`, and its functions are called as `loop.run` calls them (one model per run,
-reinitialized every iteration). Iteration 0 (build + fit on the initial labels) runs untimed;
-iterations 1..--timed (CNN; --resnet_timed for ResNet18) are timed phase by phase, the two
-methods' iterations alternating so that a change in the machine's load falls on both:
+reinitialized every iteration). First, untimed, iteration 0 of both methods on throwaway
+models (what a process's first TensorFlow work pays, runtime start-up and kernel caches, is
+charged to neither method); then each timed run: iteration 0 (build, fit on the initial labels,
+evaluate: where the run traces its functions) timed as a whole, and iterations 1..--timed (CNN;
+--resnet_timed for ResNet18) phase by phase, the two methods' iterations alternating so that a
+change in the machine's load falls on both:
 
   prepare     the pool phase of the previous iteration's model (vaeacgan's fit_on_pool)
   score       `loop.select`: MC-dropout BALD of the pool subset and the top-K
@@ -73,8 +76,8 @@ from tf_bgadl.state import GeneratedSet, initial_state  # noqa: E402
 _MODELS = flags.DEFINE_list("models", ["cnn", "resnet18"], "Classifiers (cnn, resnet18).")
 _METHODS = ("vaeacgan", "bald")
 _RESNET_WIDTH = flags.DEFINE_float("resnet_width", 0.25, "ResNet18's width multiplier.")
-_TIMED = flags.DEFINE_integer("timed", 5, "CNN: iterations timed after the untimed iteration 0 "
-                              "(5: the whole run of the study protocol).")
+_TIMED = flags.DEFINE_integer("timed", 5, "CNN: iterations timed phase by phase after "
+                              "iteration 0 (5: the whole run of the study protocol).")
 _RESNET_TIMED = flags.DEFINE_integer("resnet_timed", 2, "ResNet18: iterations timed (2: the "
                                      "first, with the fresh generator's pool phase, and one "
                                      "with carried-over e and g).")
@@ -232,9 +235,9 @@ def _timed_iterations(model_name: str) -> int:
 
 
 def run_method(model_name: str, method: str, dataset, workdir: str):
-    """Iteration 0 untimed, then iterations 1..--timed as `loop.run` runs them; yields None
-    after iteration 0, then one dict of phase timings per timed iteration (a generator, so that
-    the two methods' iterations can alternate and share the machine's load alike)."""
+    """Iteration 0, then iterations 1..--timed as `loop.run` runs them; yields the timings of
+    iteration 0, then one dict of phase timings per later iteration (a generator, so that the
+    two methods' iterations can alternate and share the machine's load alike)."""
     config = _make_config(model_name, method)
     probe = _Probe()
     strategy = tf.distribute.get_strategy()
@@ -574,6 +577,10 @@ def main(argv):
         for model_name in _MODELS.value:
             # Iteration by iteration, alternating the methods (and which goes first), so that a
             # change in the machine's load falls on both.
+            # Warm-up, untimed: iteration 0 of both methods on models thrown away. The timed
+            # runs below build, trace and optimise their own functions again.
+            for m in _METHODS:
+                next(run_method(model_name, m, dataset, workdir))
             runs = {m: run_method(model_name, m, dataset, workdir) for m in _METHODS}
             for m in _METHODS:
                 _FIRST[f"{model_name}/{m}"] = next(runs[m])

@@ -194,3 +194,42 @@ def test_joint_probabilities_take_another_seed_per_call(digits):
     assert not np.array_equal(reused(ids, images), built_with_5)
     with pytest.raises(ValueError, match="seed=-1"):
         reused(ids, images, seed=-1)
+
+
+@pytest.mark.parametrize("epoch_rows, every, epochs, expected", [
+    (80, 1, 2, 16),    # 8 steps per epoch: 16 steps in 2 epochs
+    (80, 4, 2, 4),     # a quarter of them are e/g/d steps
+    (100, 3, 2, 3),    # 4 steps per epoch, every 3rd: 8 / 3 -> 3 own steps in 2 epochs
+    (10, 8, 8, 1),     # 1 step per epoch, every 8th: 1 own step in 8 epochs (not 8)
+    (10, 8, 2, 1),     # fewer than one own step per period: at least 1
+])
+def test_gan_halving_period_is_the_own_steps_of_the_halving_epochs(epoch_rows, every, epochs,
+                                                                   expected):
+    """The halving period counts about lr_halving_epochs x steps_per_epoch / update_every own
+    steps: rounding each epoch's share up would halve up to update_every times too late."""
+    config = TrainConfig(optimizer="adam", learning_rate=1.0, lr_halving_epochs=epochs,
+                         batch_size=10 if epoch_rows != 100 else 25)
+    optimizer = training.make_optimizer(config, num_examples=epoch_rows, update_every=every)
+    assert int(optimizer._halving.halving_steps.numpy()) == expected  # pylint: disable=W0212
+
+
+@pytest.mark.parametrize("generator, warm_start, steps", [
+    ({}, False, [6, 4, 4]),                                  # carried over: fresh once
+    ({"carry_over": False}, False, [6, 6, 6]),               # fresh e and g every iteration
+    ({"carry_over": False}, True, [6, 4, 4]),                # a warm start keeps them too
+    ({"pool_steps_fresh": 0}, False, [4, 4, 4]),             # 0: pool_steps throughout
+])
+def test_the_pool_phase_runs_its_fresh_steps_only_on_fresh_e_and_g(data_dir, monkeypatch,
+                                                                  generator, warm_start, steps):
+    """The pool phase after iteration i (run when iteration i + 1 starts) trains e and g for
+    --gan_pool_steps_fresh steps when they started fresh in iteration i, --gan_pool_steps when
+    they were carried over (or warm-started) from iteration i - 1."""
+    calls = []
+    monkeypatch.setattr(experiment.augment_lib, "fit_on_pool",
+                        lambda model, unlabeled, *, steps, **kwargs: calls.append(steps) or {})
+    config = _config(data_dir, "vaeacgan", generator={"pool_steps_fresh": 6, **generator},
+                     warm_start=warm_start)
+    learner = experiment.make_learner(config, (8, 8, 1), 10, experiment.make_strategy("default"))
+    for iteration in range(3):
+        learner.prepare(object(), iteration, np.zeros((5, 8, 8, 1), np.uint8))
+    assert calls == steps

@@ -248,6 +248,29 @@ def test_pool_phase_after_a_checkpoint_round_trip_equals_the_uninterrupted_one(d
         np.testing.assert_array_equal(a, b)
 
 
+def test_the_pool_phase_trains_at_the_schedule_s_initial_rate(digits):
+    """A halving schedule counts the joint phase's epochs; the pool phase's own optimizers keep
+    its initial rate (under the schedule, with one step per epoch, its steps would halve it at
+    every step)."""
+    from tf_bgadl import training  # pylint: disable=import-outside-toplevel
+    from tf_bgadl.config import TrainConfig  # pylint: disable=import-outside-toplevel
+    halving_every_step = TrainConfig(optimizer="adam", learning_rate=0.01, lr_halving_epochs=1,
+                                     batch_size=32)
+    model = _model(tf.distribute.get_strategy(), optimizer=lambda: training.make_optimizer(
+        halving_every_step, num_examples=32))
+    augment.fit_on_pool(model, digits.x_train[:64], steps=4, batch_size=16, seed=0)
+    for name in ("encoder", "generator"):
+        pool_optimizer = model.reconstruction_optimizers()[name]
+        assert int(pool_optimizer.iterations.numpy()) == 4
+        assert float(pool_optimizer.learning_rate) == pytest.approx(0.01)
+        joint = model.optimizers[name]  # the schedule itself is kept for the joint phase
+        joint.iterations.assign(4)
+        assert float(joint.learning_rate) == pytest.approx(0.01 / 16)
+    # A resumed or reused model restarts the pool optimizers at the same constant rate.
+    model.reset_reconstruction_optimizers()
+    assert float(model.reconstruction_optimizers()["encoder"].learning_rate) == pytest.approx(0.01)
+
+
 # Replica 0 / replica 1: generated rows in each half of the 32-row batch.
 UNEVEN = (2, 6)
 REPLICA_0_WITHOUT_REAL_ROWS = (16, 6)

@@ -141,8 +141,9 @@ def make_optimizer(config: TrainConfig, num_examples: int, *, decay_count: int |
         count, docs/protocol.md); defaults to `num_examples`.
       beta_1: Adam's beta_1 (None: Keras' 0.9); ignored by the other optimizers.
       update_every: the optimizer steps on every update_every-th training step only (e, g and
-        d with `--gan_update_every`): its halving period counts its own steps, so that the
-        rate still halves every `lr_halving_epochs` epochs.
+        d with `--gan_update_every`): its halving period counts its own steps, about
+        lr_halving_epochs x steps_per_epoch / update_every of them (rounded, at least 1), so
+        that the rate still halves about every `lr_halving_epochs` epochs.
 
     Learning rate halved every `lr_halving_epochs` epochs; L2 weight decay added to the
     gradients, as PyTorch's `weight_decay` in the reference code does.
@@ -150,8 +151,10 @@ def make_optimizer(config: TrainConfig, num_examples: int, *, decay_count: int |
     steps_per_epoch = max(1, int(np.ceil(num_examples / config.batch_size)))
     lr = config.learning_rate
     if config.lr_halving_epochs:
-        own_steps = -(-steps_per_epoch // update_every)  # its steps per epoch
-        lr = HalvingSchedule(config.learning_rate, config.lr_halving_epochs * own_steps)
+        # Its own steps in lr_halving_epochs epochs (rounding each epoch's share up instead
+        # would halve up to update_every times too late when an epoch has few steps).
+        own_steps = max(1, round(config.lr_halving_epochs * steps_per_epoch / update_every))
+        lr = HalvingSchedule(config.learning_rate, own_steps)
     l2 = config.weight_decay_numerator / max(1, decay_count or num_examples)
     if config.optimizer == "adadelta":
         return L2Adadelta(lr, rho=0.9, epsilon=1e-6, l2=l2)

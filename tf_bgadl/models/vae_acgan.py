@@ -230,6 +230,15 @@ def _if_global(condition, step_fn, skip_fn, *args):
     return tf.distribute.get_replica_context().merge_call(choose, args=(condition, *args))
 
 
+def _constant_rate_config(optimizer) -> dict:
+    """`optimizer`'s config with a learning-rate schedule replaced by its rate at step 0."""
+    config = optimizer.get_config()
+    schedule = optimizer._learning_rate  # pylint: disable=protected-access
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        config["learning_rate"] = float(keras.ops.convert_to_numpy(schedule(0)))
+    return config
+
+
 class _NotSaved:
     """Holds what Keras' weight saving must not walk into: `save_weights` writes the state of
     every optimizer that a model's attributes or their lists and dicts reach, and the
@@ -367,8 +376,10 @@ class VAEACGAN(keras.Model):
         """One optimizer per network; each is built here (required under MirroredStrategy).
 
         With an encoder, the reconstruction phase gets optimizers of its own for e and g, of
-        the same kind and settings as theirs (`reconstruction_optimizers`): see
-        `reset_reconstruction_optimizers`.
+        the same kind and settings as theirs, at a constant learning rate: a schedule's initial
+        rate (`reconstruction_optimizers`; see `reset_reconstruction_optimizers`). A learning
+        rate schedule counts the joint phase's steps per epoch; the pool phase has no epochs,
+        and its few hundred steps under that schedule would halve the rate every few steps.
         """
         super().compile(**kwargs)
         if self.use_encoder and e_optimizer is None:
@@ -384,7 +395,8 @@ class VAEACGAN(keras.Model):
         if self.use_encoder:
             for name in ("encoder", "generator"):
                 used = self.optimizers[name]
-                reconstruction[name] = used.__class__.from_config(used.get_config())
+                reconstruction[name] = used.__class__.from_config(
+                    _constant_rate_config(used))
                 reconstruction[name].build(networks[name])
         self._unsaved = _NotSaved(reconstruction_optimizers=reconstruction, train_functions={})
         self.train_function = None
