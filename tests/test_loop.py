@@ -233,3 +233,20 @@ def test_resume_on_another_replica_count_is_refused_unless_allowed(tmp_path):
                        allow_replica_change=True)
     assert [r["iteration"] for r in results] == [0, 1, 2]
     assert json.load(open(tmp_path / "config.json"))["num_replicas"] == 2
+
+
+@pytest.mark.parametrize("stored_generator, hinted", [
+    # A vaeacgan run on the generator defaults before issue 13: the refusal says how to resume.
+    (dict(carry_over=False, pool_steps=1000, pool_steps_fresh=0, update_every=1), True),
+    # Today's schedule with other pool steps: a plain difference, no hint about old defaults.
+    (dict(pool_steps=70, pool_steps_fresh=0), False),
+])
+def test_old_generator_schedule_refusal_says_how_to_resume(tmp_path, stored_generator, hinted):
+    from tf_bgadl import config as config_lib  # pylint: disable=import-outside-toplevel
+    vaeacgan = lambda **gen: config_lib.validate(ExperimentConfig(  # noqa: E731
+        acquisition=AcquisitionConfig(method="vaeacgan"),
+        generator=config_lib.GeneratorConfig(**gen)))
+    loop.check_workdir_config(vaeacgan(**stored_generator), str(tmp_path))
+    with pytest.raises(ConfigError, match="pool_steps") as refused:
+        loop.check_workdir_config(vaeacgan(), str(tmp_path))
+    assert ("--nogan_carry_over --gan_pool_steps=1000" in str(refused.value)) == hinted

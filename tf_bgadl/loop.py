@@ -102,8 +102,8 @@ def check_workdir_config(config: ExperimentConfig, workdir: str, *,
         if any(d.startswith("num_replicas:") for d in differences):
             differences.append("(a resume on another number of replicas changes BatchNorm "
                                "synchronisation; pass --allow_replica_change to accept it)")
-        if any(d.startswith(("generator.carry_over:", "generator.pool_steps"))
-               for d in differences):
+        if (any(d.startswith(("generator.carry_over:", "generator.pool_steps"))
+                for d in differences) and _old_generator_schedule(stored)):
             differences.append("(vaeacgan's generator schedule before its defaults changed: "
                                "--nogan_carry_over --gan_pool_steps=1000 "
                                "--gan_pool_steps_fresh=0 --gan_update_every=1)")
@@ -112,6 +112,15 @@ def check_workdir_config(config: ExperimentConfig, workdir: str, *,
                               "workdir or the same flags. Differences:\n  "
                               + "\n  ".join(differences))
     atomic_write_json(path, current)
+
+
+def _old_generator_schedule(stored: dict) -> bool:
+    """Whether a stored config is a vaeacgan run on the generator defaults before issue 13 (a
+    fresh VAE-ACGAN every iteration, 1,000 pool steps each time)."""
+    gen = stored.get("generator", {})
+    return (stored.get("acquisition", {}).get("method") == "vaeacgan"
+            and gen.get("carry_over") is False and gen.get("pool_steps") == 1000
+            and not gen.get("pool_steps_fresh"))
 
 
 def _checkpoint_path(workdir: str, iteration: int) -> str:
