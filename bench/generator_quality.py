@@ -23,53 +23,39 @@ import sys
 import tempfile
 import time
 
+
+def _fresh(pool_steps: int) -> list[str]:
+    """A fresh VAE-ACGAN every iteration, `pool_steps` pool steps each time, e/g/d every step."""
+    return ["--kl_weight=0.01", "--nogan_carry_over", f"--gan_pool_steps={pool_steps}",
+            "--gan_update_every=1"]
+
+
+def _carried(fresh: int, top: int, every: int) -> list[str]:
+    """e, g, d carried over: `fresh` pool steps once (after iteration 0), `top` per later
+    iteration, e, g, d on every `every`-th joint step."""
+    return ["--kl_weight=0.01", "--gan_carry_over", f"--gan_pool_steps={top}",
+            f"--gan_pool_steps_fresh={fresh}", f"--gan_update_every={every}"]
+
+
 # Flags of each variant on top of quickstart.flags ("paper": the authors' generator schedule,
 # a fresh VAE-ACGAN every iteration trained only in the joint fit).
 VARIANTS = {
     "paper": ["--kl_weight=1.0", "--nogan_carry_over", "--gan_pool_steps=0",
               "--gan_update_every=1"],
-    "fresh_pool500": ["--kl_weight=0.01", "--nogan_carry_over", "--gan_pool_steps=500",
-                      "--gan_update_every=1"],
-    # The defaults until issue 13: fresh e, g, d every iteration, 1,000 pool steps each time.
-    "fresh_pool1k": ["--kl_weight=0.01", "--nogan_carry_over", "--gan_pool_steps=1000",
-                     "--gan_update_every=1"],
-    "fresh_pool2k": ["--kl_weight=0.01", "--nogan_carry_over", "--gan_pool_steps=2000",
-                     "--gan_update_every=1"],
-    "fresh_pool3k": ["--kl_weight=0.01", "--nogan_carry_over", "--gan_pool_steps=3000",
-                     "--gan_update_every=1"],
-    # e, g, d carried over; the pool phase's 1,000 steps once (fresh, after iteration 0), then
-    # 200 (100) per iteration, e, g, d on every joint step.
-    "carry_top200": ["--kl_weight=0.01", "--gan_carry_over", "--gan_pool_steps=200",
-                     "--gan_pool_steps_fresh=1000", "--gan_update_every=1"],
-    "carry_top100": ["--kl_weight=0.01", "--gan_carry_over", "--gan_pool_steps=100",
-                     "--gan_pool_steps_fresh=1000", "--gan_update_every=1"],
-    # ... and e, g, d stepping on every 4th (8th) joint step only (--gan_update_every).
-    "carry_top200_every4": ["--kl_weight=0.01", "--gan_carry_over", "--gan_pool_steps=200",
-                            "--gan_pool_steps_fresh=1000", "--gan_update_every=4"],
-    "carry_top100_every4": ["--kl_weight=0.01", "--gan_carry_over", "--gan_pool_steps=100",
-                            "--gan_pool_steps_fresh=1000", "--gan_update_every=4"],
-    "carry_top100_every8": ["--kl_weight=0.01", "--gan_carry_over", "--gan_pool_steps=100",
-                            "--gan_pool_steps_fresh=1000", "--gan_update_every=8"],
-    # Cheaper schedules (issue 13): fewer fresh and top-up pool steps, e, g, d on every 4th, 8th
-    # or 16th joint step. carry_fresh300_top50_every8 is the default since.
-    "carry_fresh300_top50_every8": ["--kl_weight=0.01", "--gan_carry_over",
-                                    "--gan_pool_steps=50", "--gan_pool_steps_fresh=300",
-                                    "--gan_update_every=8"],
-    "carry_fresh300_top100_every8": ["--kl_weight=0.01", "--gan_carry_over",
-                                     "--gan_pool_steps=100", "--gan_pool_steps_fresh=300",
-                                     "--gan_update_every=8"],
-    "carry_fresh200_top50_every8": ["--kl_weight=0.01", "--gan_carry_over",
-                                    "--gan_pool_steps=50", "--gan_pool_steps_fresh=200",
-                                    "--gan_update_every=8"],
-    "carry_fresh500_top50_every8": ["--kl_weight=0.01", "--gan_carry_over",
-                                    "--gan_pool_steps=50", "--gan_pool_steps_fresh=500",
-                                    "--gan_update_every=8"],
-    "carry_fresh300_top50_every4": ["--kl_weight=0.01", "--gan_carry_over",
-                                    "--gan_pool_steps=50", "--gan_pool_steps_fresh=300",
-                                    "--gan_update_every=4"],
-    "carry_fresh300_top50_every16": ["--kl_weight=0.01", "--gan_carry_over",
-                                     "--gan_pool_steps=50", "--gan_pool_steps_fresh=300",
-                                     "--gan_update_every=16"],
+    "fresh_pool500": _fresh(500),
+    "fresh_pool1k": _fresh(1000),  # the defaults until issue 13
+    "fresh_pool2k": _fresh(2000),
+    "fresh_pool3k": _fresh(3000),
+    # Issue 13's first carried-over schedules: 1,000 fresh steps, then 200 or 100.
+    "carry_top200": _carried(1000, 200, 1),
+    "carry_top100": _carried(1000, 100, 1),
+    "carry_top200_every4": _carried(1000, 200, 4),
+    "carry_top100_every4": _carried(1000, 100, 4),
+    "carry_top100_every8": _carried(1000, 100, 8),
+    # Cheaper ones: carry_fresh300_top50_every8 is the default since.
+    **{f"carry_fresh{fresh}_top{top}_every{every}": _carried(fresh, top, every)
+       for fresh, top, every in ((300, 50, 8), (300, 100, 8), (200, 50, 8), (500, 50, 8),
+                                 (300, 50, 4), (300, 50, 16))},
     "default": [],  # whatever the shipped quickstart.flags and flag defaults say
 }
 

@@ -575,12 +575,12 @@ def main(argv):
     results = _RESULTS
     with tempfile.TemporaryDirectory(prefix="iteration_cost_") as workdir:
         for model_name in _MODELS.value:
-            # Iteration by iteration, alternating the methods (and which goes first), so that a
-            # change in the machine's load falls on both.
             # Warm-up, untimed: iteration 0 of both methods on models thrown away. The timed
             # runs below build, trace and optimise their own functions again.
             for m in _METHODS:
                 next(run_method(model_name, m, dataset, workdir))
+            # Iteration by iteration, alternating the methods (and which goes first), so that a
+            # change in the machine's load falls on both.
             runs = {m: run_method(model_name, m, dataset, workdir) for m in _METHODS}
             for m in _METHODS:
                 _FIRST[f"{model_name}/{m}"] = next(runs[m])

@@ -103,10 +103,9 @@ def check_workdir_config(config: ExperimentConfig, workdir: str, *,
             differences.append("(a resume on another number of replicas changes BatchNorm "
                                "synchronisation; pass --allow_replica_change to accept it)")
         if (any(d.startswith(("generator.carry_over:", "generator.pool_steps"))
-                for d in differences) and _old_generator_schedule(stored)):
+                for d in differences) and _on_old_generator_schedule(stored)):
             differences.append("(vaeacgan's generator schedule before its defaults changed: "
-                               "--nogan_carry_over --gan_pool_steps=1000 "
-                               "--gan_pool_steps_fresh=0 --gan_update_every=1)")
+                               f"{_OLD_GENERATOR_FLAGS})")
         if differences:
             raise ConfigError(f"--workdir={workdir} holds a run with another config; use a new "
                               "workdir or the same flags. Differences:\n  "
@@ -114,13 +113,20 @@ def check_workdir_config(config: ExperimentConfig, workdir: str, *,
     atomic_write_json(path, current)
 
 
-def _old_generator_schedule(stored: dict) -> bool:
-    """Whether a stored config is a vaeacgan run on the generator defaults before issue 13 (a
-    fresh VAE-ACGAN every iteration, 1,000 pool steps each time)."""
+# vaeacgan's generator defaults before issue 13 (a fresh VAE-ACGAN every iteration, 1,000 pool
+# steps each time, e, g, d on every joint step), and the flags that resume such a run.
+_OLD_GENERATOR_SCHEDULE = {"carry_over": False, "pool_steps": 1000, "pool_steps_fresh": 0,
+                           "update_every": 1}
+_OLD_GENERATOR_FLAGS = ("--nogan_carry_over --gan_pool_steps=1000 --gan_pool_steps_fresh=0 "
+                        "--gan_update_every=1")
+
+
+def _on_old_generator_schedule(stored: dict) -> bool:
+    """Whether a stored config is a vaeacgan run on `_OLD_GENERATOR_SCHEDULE` (a key it lacks,
+    written before that key existed, reads as the old value)."""
     gen = stored.get("generator", {})
     return (stored.get("acquisition", {}).get("method") == "vaeacgan"
-            and gen.get("carry_over") is False and gen.get("pool_steps") == 1000
-            and not gen.get("pool_steps_fresh"))
+            and all(gen.get(k, v) == v for k, v in _OLD_GENERATOR_SCHEDULE.items()))
 
 
 def _checkpoint_path(workdir: str, iteration: int) -> str:

@@ -233,8 +233,8 @@ def _if_global(condition, step_fn, skip_fn, *args):
 def _constant_rate_config(optimizer) -> dict:
     """`optimizer`'s config with a learning-rate schedule replaced by its rate at step 0."""
     config = optimizer.get_config()
-    schedule = optimizer._learning_rate  # pylint: disable=protected-access
-    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+    if isinstance(config["learning_rate"], dict):  # a serialized schedule
+        schedule = keras.optimizers.schedules.deserialize(config["learning_rate"])
         config["learning_rate"] = float(keras.ops.convert_to_numpy(schedule(0)))
     return config
 
